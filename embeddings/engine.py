@@ -1,0 +1,118 @@
+"""The whole pipeline behind one object, shared by the command line and the Discord bot.
+
+An Engine owns the encoder (one per process) and the current Searcher snapshot. Answers are
+computed on whatever snapshot was current when the question arrived; :meth:`refresh` builds the
+next snapshot aside and swaps it in with one assignment, so questions in flight never see a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from embeddings.answer import AnswerOptions, answer, check_question
+from embeddings.encoder import Encoder, load_encoder
+from embeddings.ingest import IngestReport, ingest_paths
+from embeddings.records import Answer, Hit, Skip
+from embeddings.retrieval import Searcher, SearchOptions
+from embeddings.settings import SAMPLES_DIR, Settings
+from embeddings.store import DB_NAME, Store, read_generation
+
+log = logging.getLogger(__name__)
+
+
+def search_options(settings: Settings) -> SearchOptions:
+    return SearchOptions(
+        k=settings.top_k,
+        per_article=settings.per_article,
+        fusion=settings.fusion,
+        rrf_k=settings.rrf_k,
+        dense_weight=settings.dense_weight,
+        keyword_weight=settings.keyword_weight,
+    )
+
+
+def answer_options(settings: Settings) -> AnswerOptions:
+    return AnswerOptions(threshold=settings.abstain_threshold)
+
+
+class Engine:
+    def __init__(self, settings: Settings, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder or load_encoder(settings.model, settings.backend, settings.device)
+        self._searcher: Searcher | None = None
+        self._refresh_lock = threading.Lock()
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.settings.store)
+
+    def has_store(self) -> bool:
+        return (self.store_path / DB_NAME).exists()
+
+    def open_store(self) -> Store:
+        return Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim)
+
+    # -- writing ---------------------------------------------------------------------------
+    def ingest(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        prune: bool = False,
+        progress: bool = False,
+        wait: float = 0.0,
+        on_skip: Callable[[Skip], None] | None = None,
+    ) -> IngestReport:
+        store = self.open_store()
+        try:
+            with store.writer(wait=wait):
+                report = ingest_paths(
+                    paths, store, self.encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
+                )
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
+    def ensure_default_corpus(self) -> IngestReport | None:
+        """On a fresh machine, index the shipped sample article so the demo has something to read."""
+        if self.has_store():
+            return None
+        return self.ingest([SAMPLES_DIR], wait=60)
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            self.refresh()
+        assert self._searcher is not None
+        return self._searcher
+
+    def refresh(self) -> bool:
+        """Swap in a snapshot of the store's newest generation; True when it changed."""
+        with self._refresh_lock:
+            current = self._searcher
+            if current is not None and current.generation == read_generation(self.store_path):
+                return False
+            fresh = Searcher(
+                self.store_path, self.encoder, factory=self.settings.index, threads=self.settings.search_threads
+            )
+            self._searcher = fresh
+        if current is not None:
+            log.info("index now at generation %d (%d passages)", fresh.generation, fresh.size)
+            # Questions still running on the old snapshot hold their own reference to it; its
+            # SQLite connection closes when the last of them lets go.
+        return True
+
+    def search(self, question: str) -> tuple[Searcher, list[Hit]]:
+        searcher = self.searcher
+        return searcher, searcher.search(question, search_options(self.settings))
+
+    def ask(self, question: str) -> Answer:
+        question = check_question(question, self.settings.max_question_chars)
+        searcher = self.searcher
+        query = searcher.embed_query(question)
+        hits = searcher.search(question, search_options(self.settings), query)
+        return answer(question, query, hits, self.encoder, answer_options(self.settings))

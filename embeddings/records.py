@@ -1,0 +1,77 @@
+"""The small, frozen records that flow between stages: Article -> Chunk -> Hit -> Answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    title: str
+    author: str
+    published: str
+    source: str
+    text: str
+    content_hash: str
+    url: str = ""
+
+    @property
+    def link(self) -> str:
+        """A URL a reader can open, when the article came from the web."""
+        if self.url:
+            return self.url
+        return self.source if self.source.startswith(("http://", "https://")) else ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file or record that could not become an Article, and why."""
+
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage: ``article.text[start:end]``."""
+
+    id: int
+    article_id: str
+    ordinal: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    article: Article
+    score: float
+    rank: int
+    dense_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A cited passage; ``answer_start:answer_end`` locates the answer sentence inside ``passage``."""
+
+    n: int
+    article: Article
+    passage: str
+    answer_start: int
+    answer_end: int
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answered: bool
+    text: str
+    citations: tuple[Citation, ...] = field(default_factory=tuple)
+    confidence: float = 0.0

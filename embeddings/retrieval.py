@@ -1,0 +1,177 @@
+"""Searcher: an immutable snapshot of the store that answers top-k passage queries.
+
+A Searcher holds one SQLite read transaction open for its whole life, and the FAISS and BM25
+indexes of exactly that generation, so every answer comes from one state of the store even while an
+ingest writes the next one. The bot swaps in a new Searcher when the generation moves on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from embeddings import index as vector_index
+from embeddings.encoder import Encoder
+from embeddings.keyword import KeywordIndex
+from embeddings.records import Article, Chunk, Hit
+from embeddings.store import ARTICLE_COLUMNS, DB_NAME, Store, StoreError, article_from_row, connect, read_vectors
+
+FUSIONS = ("rrf", "weighted", "dense", "keyword")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 5
+    per_article: int = 2
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    # How many candidates each side brings to the fusion.
+    depth: int = 50
+
+
+def passage_texts(db, ids: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+    """Passage ids and the text BM25 indexes for them: the title, then the passage."""
+    rows = db.execute(
+        "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
+        "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.id"
+    ).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [f"{r[1]}. {r[2]}" for r in rows]
+
+
+def build_derived(db, dim: int, factory: str = "auto") -> tuple[faiss.Index, KeywordIndex]:  # type: ignore[no-untyped-def]
+    ids, vectors = read_vectors(db, dim)
+    dense = vector_index.build_index(ids, vectors, dim, factory)
+    keyword_ids, texts = passage_texts(db)
+    return dense, KeywordIndex.build(keyword_ids, texts)
+
+
+class Searcher:
+    def __init__(self, root: Path, encoder: Encoder, *, factory: str = "auto", threads: int = 1) -> None:
+        self.root = Path(root)
+        self.encoder = encoder
+        if not (self.root / DB_NAME).exists():
+            raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
+        # Check the model before anything else is read.
+        Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
+        self._db = connect(self.root / DB_NAME, readonly=True)
+        self._db.execute("BEGIN")
+        self.generation = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        self._lock = threading.Lock()
+        dense = vector_index.load_index(self.root, self.generation)
+        keyword = KeywordIndex.load(self.root, self.generation)
+        if dense is None or keyword is None:
+            # No saved index for this generation (an ingest crashed or is still writing it): derive it.
+            dense, keyword = build_derived(self._db, encoder.dim, factory)
+        self.dense = dense
+        self.keyword = keyword
+        self._articles: OrderedDict[str, Article] = OrderedDict()
+        faiss.omp_set_num_threads(threads)
+
+    @property
+    def size(self) -> int:
+        return int(self.dense.ntotal)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def embed_query(self, question: str) -> np.ndarray:
+        return self.encoder.encode([question])[0]
+
+    def search(self, question: str, options: SearchOptions, query: np.ndarray | None = None) -> list[Hit]:
+        """The best passages for a question, at most ``per_article`` from any one article."""
+        if query is None:
+            query = self.embed_query(question)
+        dense_scores, dense_ids = vector_index.search(self.dense, query, options.depth)
+        dense_by_id = dict(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
+        fused = self._fuse(question, dense_ids, dense_scores, options)
+        hits: list[Hit] = []
+        per_article: dict[str, int] = {}
+        for chunk_id, score in fused:
+            chunk = self.chunk(chunk_id)
+            if chunk is None:
+                continue
+            if per_article.get(chunk.article_id, 0) >= options.per_article:
+                continue
+            per_article[chunk.article_id] = per_article.get(chunk.article_id, 0) + 1
+            dense_score = dense_by_id.get(chunk_id)
+            if dense_score is None:
+                dense_score = float(np.dot(self.vector(chunk_id), query))
+            hits.append(Hit(chunk, self.article(chunk.article_id), score, len(hits) + 1, dense_score))
+            if len(hits) == options.k:
+                break
+        return hits
+
+    def _fuse(
+        self, question: str, dense_ids: np.ndarray, dense_scores: np.ndarray, options: SearchOptions
+    ) -> list[tuple[int, float]]:
+        if options.fusion == "dense":
+            return list(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
+        keyword_scores, keyword_ids = self.keyword.search(question, options.depth)
+        if options.fusion == "keyword":
+            return list(zip(keyword_ids.tolist(), keyword_scores.tolist(), strict=True))
+        scores: dict[int, float] = {}
+        if options.fusion == "rrf":
+            for weight, ids in ((options.dense_weight, dense_ids), (options.keyword_weight, keyword_ids)):
+                for rank, chunk_id in enumerate(ids.tolist()):
+                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (options.rrf_k + rank + 1)
+        elif options.fusion == "weighted":
+            # Each side scaled to [0, 1] by its best score, so neither scale dominates by accident.
+            for weight, ids, raw in (
+                (options.dense_weight, dense_ids, dense_scores),
+                (options.keyword_weight, keyword_ids, keyword_scores),
+            ):
+                if len(raw) and raw[0] > 0:
+                    for chunk_id, value in zip(ids.tolist(), (raw / raw[0]).tolist(), strict=True):
+                        scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * value
+        else:
+            raise ValueError(f"fusion {options.fusion!r} is not one of {', '.join(FUSIONS)}")
+        return sorted(scores.items(), key=lambda item: -item[1])
+
+    # -- rows of this snapshot --------------------------------------------------------------
+    def chunk(self, chunk_id: int) -> Chunk | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.article_id, c.ordinal, c.start, c.end, substr(a.text, c.start + 1, c.end - c.start) "
+                "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id = ?",
+                (chunk_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Chunk(chunk_id, row[0], row[1], row[2], row[3], row[4])
+
+    def vector(self, chunk_id: int) -> np.ndarray:
+        with self._lock:
+            row = self._db.execute("SELECT vector FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32)
+
+    def article(self, article_id: str) -> Article:
+        cached = self._articles.get(article_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            row = self._db.execute(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)).fetchone()
+        article = article_from_row(row)
+        self._articles[article_id] = article
+        if len(self._articles) > 256:
+            self._articles.popitem(last=False)
+        return article
+
+    def stats(self) -> dict[str, object]:
+        with self._lock:
+            articles, updated = self._db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
+            passages = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return {
+            "articles": articles,
+            "passages": passages,
+            "updated": updated,
+            "model": self.encoder.name,
+            "generation": self.generation,
+        }

@@ -1,0 +1,316 @@
+"""The on-disk store: SQLite is the truth, the FAISS and BM25 files are derived from it.
+
+Articles, their sources, passages and passage vectors live in one SQLite database, written one
+transaction per batch, so a crash leaves every article in its old or its new state. Each write
+bumps a generation number; the derived index files carry the generation they were built from in
+their names, and a reader that finds none for its generation rebuilds them from SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.articles import normalized_hash
+from embeddings.records import Article, Chunk
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS articles (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, author TEXT NOT NULL, published TEXT NOT NULL,
+    source TEXT NOT NULL, url TEXT NOT NULL, text TEXT NOT NULL,
+    content_hash TEXT NOT NULL, norm_hash TEXT NOT NULL, updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS articles_norm ON articles (norm_hash);
+-- Every place an article was seen: a file, a JSON record or a feed entry. Duplicates share one article.
+CREATE TABLE IF NOT EXISTS sources (
+    item TEXT PRIMARY KEY, article_id TEXT NOT NULL, origin TEXT NOT NULL, content_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sources_article ON sources (article_id);
+CREATE INDEX IF NOT EXISTS sources_origin ON sources (origin);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY, article_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_article ON chunks (article_id, ordinal);
+"""
+
+DB_NAME = "newsbot.sqlite"
+LOCK_NAME = "write.lock"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked; the message says why and what to do."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the writer lock."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An item to store: embedded passages, or ``None`` to attach it to an identical stored story."""
+
+    item: Article
+    origin: str
+    chunks: Sequence[Chunk] | None = None
+    vectors: np.ndarray | None = None
+
+
+@dataclass
+class Delta:
+    """What a write changed in the vector space, for keeping a live index in step."""
+
+    added_ids: list[int] = field(default_factory=list)
+    added_vectors: list[np.ndarray] = field(default_factory=list)
+    removed_ids: list[int] = field(default_factory=list)
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    if not readonly:
+        # WAL lets the bot read a consistent snapshot while an ingest writes.
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def article_from_row(row: Sequence) -> Article:
+    return Article(
+        id=row[0], title=row[1], author=row[2], published=row[3], source=row[4], url=row[5],
+        text=row[6], content_hash=row[7],
+    )
+
+
+ARTICLE_COLUMNS = "id, title, author, published, source, url, text, content_hash"
+
+
+class Store:
+    """One store directory. Reading is always allowed; writing needs :meth:`writer`."""
+
+    def __init__(self, root: Path, *, model: str, dim: int, create: bool = True) -> None:
+        self.root = Path(root)
+        self.model = model
+        self.dim = dim
+        db = self.root / DB_NAME
+        if not db.exists() and not create:
+            raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.db = connect(db)
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open store {self.root}: {err}") from None
+        self._check_model()
+        self._lock_file: int | None = None
+
+    # -- identity ---------------------------------------------------------------------------
+    def _check_model(self) -> None:
+        stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim')").fetchall())
+        if not stored:
+            with self.transaction():
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                    [("model", self.model), ("dim", str(self.dim)), ("generation", "0")],
+                )
+            return
+        if stored.get("model") != self.model or int(stored.get("dim", 0)) != self.dim:
+            raise StoreError(
+                f"store {self.root} was built with model {stored.get('model')!r} ({stored.get('dim')} dims), "
+                f"but the settings ask for {self.model!r} ({self.dim} dims): use that model, "
+                "or another --store for this one"
+            )
+
+    @property
+    def generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, wait: float = 0.0) -> Iterator[Store]:
+        """Hold the store's single-writer lock; wait up to ``wait`` seconds for another writer."""
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                    os.close(fd)
+                    raise StoreBusy(
+                        f"store {self.root} is being written by pid {holder}; "
+                        "wait for that ingest to finish (or pass --wait SECONDS)"
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_file = fd
+        try:
+            yield self
+        finally:
+            self._lock_file = None
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _require_writer(self) -> None:
+        if self._lock_file is None:
+            raise StoreError("writing needs the writer lock: use `with store.writer():`")
+
+    def stored_hash(self, item_id: str) -> str | None:
+        row = self.db.execute("SELECT content_hash FROM sources WHERE item = ?", (item_id,)).fetchone()
+        return row[0] if row else None
+
+    def find_same_story(self, article: Article) -> str | None:
+        """The id of a stored article with the same text, up to case and spacing."""
+        row = self.db.execute(
+            "SELECT id FROM articles WHERE norm_hash = ? LIMIT 1", (normalized_hash(article.text),)
+        ).fetchone()
+        return row[0] if row else None
+
+    def write(self, batch: Iterable[Pending]) -> Delta:
+        """Store a batch in one transaction: each item ends fully old or fully new."""
+        self._require_writer()
+        delta = Delta()
+        now = time.time()
+        with self.transaction() as db:
+            for pending in batch:
+                self._write_one(db, pending, delta, now)
+            db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return delta
+
+    def _write_one(self, db: sqlite3.Connection, pending: Pending, delta: Delta, now: float) -> None:
+        item = pending.item
+        row = db.execute("SELECT article_id FROM sources WHERE item = ?", (item.id,)).fetchone()
+        previous = row[0] if row else None
+        if pending.chunks is None:
+            target = self.find_same_story(item)
+            if target is None:
+                raise StoreError(f"{item.source}: nothing stored to attach it to")
+        else:
+            target = item.id
+            taken = db.execute("SELECT 1 FROM sources WHERE article_id = ? AND item != ?", (target, item.id))
+            if taken.fetchone():
+                # Other sources still hold the old text under this id: the new version gets its own.
+                target = f"{item.id}@{item.content_hash[:12]}"
+            if target == previous:
+                self._delete_article(db, previous, delta)
+                previous = None
+            db.execute(
+                f"INSERT OR REPLACE INTO articles ({ARTICLE_COLUMNS}, norm_hash, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (target, item.title, item.author, item.published, item.source, item.url, item.text,
+                 item.content_hash, normalized_hash(item.text), now),
+            )
+            assert pending.vectors is not None and len(pending.vectors) == len(pending.chunks)
+            vectors = np.ascontiguousarray(pending.vectors, dtype=np.float32)
+            db.executemany(
+                "INSERT OR REPLACE INTO chunks (id, article_id, ordinal, start, end, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(c.id, target, c.ordinal, c.start, c.end, v.tobytes()) for c, v in zip(pending.chunks, vectors)],
+            )
+            delta.added_ids.extend(c.id for c in pending.chunks)
+            delta.added_vectors.append(vectors)
+        db.execute(
+            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash) VALUES (?, ?, ?, ?)",
+            (item.id, target, pending.origin, item.content_hash),
+        )
+        if previous is not None and previous != target:
+            self._collect(db, previous, delta)
+
+    def _collect(self, db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
+        """Delete an article that no source refers to any more."""
+        if db.execute("SELECT 1 FROM sources WHERE article_id = ?", (article_id,)).fetchone() is None:
+            self._delete_article(db, article_id, delta)
+
+    @staticmethod
+    def _delete_article(db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
+        ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))]
+        db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
+        db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+        delta.removed_ids.extend(ids)
+
+    def remove_items(self, items: Iterable[str]) -> tuple[int, Delta]:
+        """Forget these sources; articles left without any source leave the store."""
+        self._require_writer()
+        delta = Delta()
+        removed = 0
+        with self.transaction() as db:
+            for item in items:
+                row = db.execute("SELECT article_id FROM sources WHERE item = ?", (item,)).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM sources WHERE item = ?", (item,))
+                self._collect(db, row[0], delta)
+                removed += 1
+            if removed:
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return removed, delta
+
+    def items_by_origin(self) -> dict[str, list[str]]:
+        origins: dict[str, list[str]] = {}
+        for item, origin in self.db.execute("SELECT item, origin FROM sources"):
+            origins.setdefault(origin, []).append(item)
+        return origins
+
+    # -- reading ----------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        db = self.db
+        articles = db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
+        return {
+            "store": str(self.root),
+            "articles": articles[0],
+            "sources": db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
+            "passages": db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0],
+            "model": self.model,
+            "dim": self.dim,
+            "generation": self.generation,
+            "updated": articles[1],
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def read_generation(root: Path) -> int:
+    """The store's generation, read without opening it for writing; 0 when there is no store."""
+    path = Path(root) / DB_NAME
+    if not path.exists():
+        return 0
+    conn = connect(path, readonly=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def read_vectors(db: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """All passage ids and vectors, in id order."""
+    rows = db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+    return ids, vectors
