@@ -115,11 +115,14 @@ def _display_path(source: str) -> str:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from embeddings.answer import check_question
+
     engine = _engine(args)
+    question = check_question(" ".join(args.question), engine.settings.max_question_chars)
     report = engine.ensure_default_corpus()
     if report is not None and not args.json:
         print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
-    answer = engine.ask(" ".join(args.question))
+    answer = engine.ask(question)
     print(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
     return 0
 

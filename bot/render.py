@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
-from embeddings.records import Article, Citation
+from embeddings.records import Answer, Article, Citation
 
 ELLIPSIS = "…"
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*\s")
@@ -76,3 +78,97 @@ def _take_end(text: str, limit: int) -> str:
 def quote_text(citation: Citation, limit: int = 300) -> str:
     before, sentence, after = quote(citation, limit)
     return " ".join(p for p in (before, sentence, after) if p)
+
+
+# -- Discord ---------------------------------------------------------------------------------
+# Discord's limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
+CONTENT_LIMIT = 2000
+DESCRIPTION_LIMIT = 4096
+TITLE_LIMIT = 256
+FIELD_NAME_LIMIT = 256
+FIELD_VALUE_LIMIT = 1024
+FIELD_COUNT_LIMIT = 25
+EMBED_TOTAL_LIMIT = 6000
+FOOTER_LIMIT = 2048
+
+ANSWER_COLOUR = 0x2B6CB0
+NOT_FOUND_COLOUR = 0x718096
+
+
+def escape(text: str) -> str:
+    """Article text shown as plain text: markdown and mention syntax are neutralised.
+
+    allowed_mentions=none already stops pings; escaping also keeps "@everyone" and "<@123>" from
+    rendering as mentions, and stray ``*`` or ``_`` from breaking the bold around the answer.
+    """
+    import discord
+
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(" ".join(text.split())))
+
+
+def citation_field(citation: Citation, limit: int = FIELD_VALUE_LIMIT) -> tuple[str, str]:
+    """One embed field: the numbered title, then who and when, then the quote, answer in bold."""
+    article = citation.article
+    name = trim_words(f"[{citation.n}] {article.title}", FIELD_NAME_LIMIT)
+    meta = " · ".join(escape(p) for p in (article.author, article.published) if p)
+    if article.link:
+        # Angle brackets keep Discord from unfurling a preview of every cited page.
+        meta = f"{meta} · [source](<{article.link}>)" if meta else f"[source](<{article.link}>)"
+    head = f"{meta}\n" if meta else ""
+    # Escaping can lengthen the text; shrink the quote until the whole field fits.
+    budget = max(limit - len(head) - 10, 40)
+    while True:
+        before, sentence, after = quote(citation, budget)
+        parts = [escape(before), f"**{escape(sentence)}**" if sentence else "", escape(after)]
+        body = "> " + " ".join(p for p in parts if p)
+        if len(head) + len(body) <= limit or budget <= 40:
+            break
+        budget = int(budget * 0.8)
+    return name, (head + body)[:limit]
+
+
+def passages_text(citations: Sequence[Citation], limit: int = DESCRIPTION_LIMIT) -> str:
+    """The full cited passages, for the asker's "Show passages" view, within one embed description."""
+    each = max(limit // max(len(citations), 1) - 120, 100)
+    blocks = []
+    for citation in citations:
+        head = f"**[{citation.n}] {escape(trim_words(citation.article.title, 200))}**"
+        blocks.append(f"{head}\n{escape(trim_words(citation.passage, each))}")
+    return "\n\n".join(blocks)[:limit] or "No passages."
+
+
+def embed_length(embed: dict[str, Any]) -> int:
+    total = len(embed.get("title", "")) + len(embed.get("description", ""))
+    total += len(embed.get("footer", {}).get("text", ""))
+    total += sum(len(f["name"]) + len(f["value"]) for f in embed.get("fields", []))
+    return total
+
+
+def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
+    """The reply as an embed dict within every Discord limit, whatever the article text holds."""
+    if answer.answered:
+        description = f"{escape(answer.text)} [1]"
+        footer = "Answer quoted from the articles; [n] are the cited passages."
+    else:
+        description = "The articles do not say. " + ("The closest passages:" if answer.citations else "")
+        footer = "No passage answers this well enough to quote."
+    embed: dict[str, Any] = {
+        "type": "rich",
+        "description": trim_words(description, DESCRIPTION_LIMIT - 10),
+        "color": ANSWER_COLOUR if answer.answered else NOT_FOUND_COLOUR,
+        "footer": {"text": footer},
+        "fields": [],
+    }
+    citations = answer.citations[: min(max_citations, FIELD_COUNT_LIMIT)]
+    share = min(FIELD_VALUE_LIMIT, (EMBED_TOTAL_LIMIT - embed_length(embed) - 50) // max(len(citations), 1) - 260)
+    for citation in citations:
+        name, value = citation_field(citation, max(share, 200))
+        embed["fields"].append({"name": name, "value": value, "inline": False})
+    while embed["fields"] and embed_length(embed) > EMBED_TOTAL_LIMIT:
+        embed["fields"].pop()
+    return embed
+
+
+def question_line(question: str, limit: int = 300) -> str:
+    """The question echoed as message content, so a reply reads on its own in a busy channel."""
+    return trim_words(f"**Q:** {escape(question)}", limit)

@@ -60,6 +60,10 @@ class TorchEncoder:
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        # Weights load from disk in well under a second; a progress bar would only clutter answers.
+        hf_logging.disable_progress_bar()
 
         path = model_path(model)
         if device == "auto":

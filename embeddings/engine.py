@@ -14,8 +14,8 @@ from pathlib import Path
 
 from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
-from embeddings.ingest import IngestReport, ingest_paths
-from embeddings.records import Answer, Hit, Skip
+from embeddings.ingest import IngestReport, Ingestor, ingest_paths
+from embeddings.records import Answer, Article, Hit, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.store import DB_NAME, Store, read_generation
@@ -71,6 +71,19 @@ class Engine:
                 report = ingest_paths(
                     paths, store, self.encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
+    def ingest_items(self, items: Iterable[Article | Skip], *, wait: float = 0.0) -> IngestReport:
+        """Ingest articles that did not come from files (feed entries, eval corpora)."""
+        store = self.open_store()
+        try:
+            with store.writer(wait=wait):
+                ingestor = Ingestor(store, self.encoder, self.settings)
+                report = ingestor.ingest(items)
+                ingestor.finish()
         finally:
             store.close()
         self.refresh()

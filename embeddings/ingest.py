@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 from tqdm import tqdm
 
 from embeddings import index as vector_index
-from embeddings.articles import load_paths
+from embeddings.articles import load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder, model_path
 from embeddings.keyword import KeywordIndex
@@ -54,11 +55,14 @@ class IngestReport:
         )
 
 
+def _log_skip(skip: Skip) -> None:
+    log.warning("skipped %s", skip)
+
+
 def origin_of(article: Article) -> str:
     """The file or feed an item came from: what must still exist for it to stay."""
-    if article.source.startswith(("http://", "https://")):
-        return article.source
-    return article.source.split("#", 1)[0]
+    path = source_path(article.source)
+    return str(path) if path is not None else article.source
 
 
 class Ingestor:
@@ -69,7 +73,7 @@ class Ingestor:
         self.encoder = encoder
         self.settings = settings
         self.tokenizer = load_tokenizer(model_path(settings.model))
-        self._dense = None  # loaded on first write
+        self._dense: faiss.Index | None = None  # loaded on first write
 
     # -- the public steps ---------------------------------------------------------------------
     def ingest(
@@ -78,17 +82,21 @@ class Ingestor:
         report: IngestReport | None = None,
         progress: bool = False,
         batch_passages: int = 512,
+        on_skip: Callable[[Skip], None] | None = None,
     ) -> IngestReport:
         report = report or IngestReport()
+        on_skip = on_skip or _log_skip
         started = time.perf_counter()
         batch: list[tuple[Article, list]] = []
         batch_size = 0
         seen: set[str] = set()
+        batch_stories: set[str] = set()
+        attach_later: list[Article] = []
         bar = tqdm(desc="ingest", unit=" articles", disable=not progress, leave=False)
         for item in items:
             bar.update()
             if isinstance(item, Skip):
-                log.warning("skipped %s", item)
+                on_skip(item)
                 report.skipped.append(item)
                 continue
             if item.id in seen:
@@ -97,9 +105,15 @@ class Ingestor:
             if self.store.stored_hash(item.id) == item.content_hash:
                 report.unchanged += 1
                 continue
+            norm = normalized_hash(item.text)
+            if norm in batch_stories:
+                # Its twin is waiting in this batch: attach it once the twin is stored.
+                attach_later.append(item)
+                continue
             if self.store.find_same_story(item) is not None:
                 self._write([Pending(item, origin_of(item))], report)
                 continue
+            batch_stories.add(norm)
             chunks = chunk_article(
                 item,
                 self.tokenizer,
@@ -108,15 +122,19 @@ class Ingestor:
                 overlap_sentences=self.settings.overlap_sentences,
             )
             if not chunks:
-                report.skipped.append(Skip(item.source, "no sentences to index"))
+                skip = Skip(item.source, "no sentences to index")
+                on_skip(skip)
+                report.skipped.append(skip)
                 continue
             batch.append((item, chunks))
             batch_size += len(chunks)
             if batch_size >= batch_passages:
                 self._embed_and_write(batch, report)
-                batch, batch_size = [], 0
+                self._attach(attach_later, report)
+                batch, batch_size, batch_stories, attach_later = [], 0, set(), []
         if batch:
             self._embed_and_write(batch, report)
+        self._attach(attach_later, report)
         bar.close()
         report.seconds += time.perf_counter() - started
         return report
@@ -133,9 +151,10 @@ class Ingestor:
                 continue
             gone.extend(item for item in items if not path.exists() or item not in seen_items)
         if gone:
+            dense = self.dense()
             removed, delta = self.store.remove_items(gone)
             report.removed += removed
-            self._apply(delta)
+            self._apply(delta, dense)
 
     def finish(self) -> None:
         """Save the derived indexes for the store's generation, unless they are already there."""
@@ -149,7 +168,7 @@ class Ingestor:
         KeywordIndex.build(ids, texts).save(root, generation)
 
     # -- internals ----------------------------------------------------------------------------
-    def dense(self):  # type: ignore[no-untyped-def]
+    def dense(self) -> faiss.Index:
         if self._dense is None:
             generation = self.store.generation
             # The writer changes its index in place, so it reads a private copy rather than a mapping.
@@ -176,6 +195,10 @@ class Ingestor:
         self._write(pending, report)
         report.passages += len(texts)
 
+    def _attach(self, items: list[Article], report: IngestReport) -> None:
+        if items:
+            self._write([Pending(item, origin_of(item)) for item in items], report)
+
     def _write(self, pending: list[Pending], report: IngestReport) -> None:
         for p in pending:
             if p.chunks is None:
@@ -184,12 +207,13 @@ class Ingestor:
                 report.added += 1
             else:
                 report.changed += 1
-        self._apply(self.store.write(pending))
+        dense = self.dense()  # loaded before the write, so the delta is not applied twice
+        self._apply(self.store.write(pending), dense)
 
-    def _apply(self, delta: Delta) -> None:
+    def _apply(self, delta: Delta, dense: faiss.Index) -> None:
         added = np.concatenate(delta.added_vectors) if delta.added_vectors else np.zeros((0, self.encoder.dim))
         vector_index.apply_changes(
-            self.dense(), np.asarray(delta.added_ids, dtype=np.int64), added,
+            dense, np.asarray(delta.added_ids, dtype=np.int64), added,
             np.asarray(delta.removed_ids, dtype=np.int64),
         )
 
@@ -214,11 +238,9 @@ def ingest_paths(
         for item in load_paths(paths, max_file_mb=settings.max_file_mb):
             if isinstance(item, Article):
                 seen.add(item.id)
-            elif on_skip is not None:
-                on_skip(item)
             yield item
 
-    ingestor.ingest(tracked(), report, progress=progress)
+    ingestor.ingest(tracked(), report, progress=progress, on_skip=on_skip)
     if prune:
         ingestor.prune([Path(p) for p in paths], seen, report)
     ingestor.finish()

@@ -1,0 +1,239 @@
+"""The evaluation harness: retrieval recall, answer-sentence hits and abstention on a question file.
+
+Input lines hold ``question``, ``answers`` (empty: the articles hold no answer) and a gold
+``article_id`` and/or ``context``. A retrieved passage is a hit when it comes from the gold article
+(or a stored duplicate of it) or contains a gold answer. Questions are embedded once and every
+fusion is scored on the same vectors, so the rows of the table differ only by the fusion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.answer import AnswerOptions, answer
+from embeddings.articles import make_article
+from embeddings.engine import Engine, answer_options, search_options
+from embeddings.records import Answer, Article, Hit
+from embeddings.settings import Settings
+
+KS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answers: tuple[str, ...]
+    article_id: str = ""
+    context: str = ""
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+@dataclass
+class Row:
+    name: str
+    questions: int = 0
+    recall: dict[int, float] = field(default_factory=dict)
+    mrr10: float = 0.0
+    sentence_hit: float = 0.0
+    abstain_unanswerable: float | None = None
+    refuse_answerable: float = 0.0
+    latency_ms: float = 0.0
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def read_questions(path: Path) -> list[Question]:
+    questions = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            questions.append(
+                Question(
+                    question=record["question"],
+                    answers=tuple(record.get("answers") or ()),
+                    article_id=str(record.get("article_id") or ""),
+                    context=record.get("context") or "",
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{n}: not a question line ({err})") from None
+    return questions
+
+
+def context_id(context: str) -> str:
+    return "ctx-" + hashlib.sha256(context.encode()).hexdigest()[:16]
+
+
+def context_articles(path: Path) -> list[Article]:
+    """The distinct gold paragraphs of a SQuAD-style file, one article each, titled by ``title``."""
+    articles: dict[str, Article] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            context = record.get("context")
+            if context and context_id(context) not in articles:
+                articles[context_id(context)] = make_article(
+                    id=context_id(context), title=record.get("title", ""), text=context, source=str(path)
+                )
+    return list(articles.values())
+
+
+def is_relevant(hit: Hit, question: Question, gold_articles: set[str]) -> bool:
+    if hit.article.id in gold_articles:
+        return True
+    passage = normalise(hit.chunk.text)
+    return any(normalise(a) in passage for a in question.answers)
+
+
+def sentence_hit(result: Answer, hits: Sequence[Hit], question: Question) -> bool:
+    """Does the sentence the bot would quote hold a gold answer (whether or not it abstained)?"""
+    if not result.citations:
+        return False
+    top = result.citations[0]
+    sentence = normalise(top.passage[top.answer_start : top.answer_end])
+    return any(normalise(a) in sentence for a in question.answers)
+
+
+def gold_article_ids(engine: Engine, question: Question) -> set[str]:
+    """The stored article(s) a gold id stands for; duplicates are stored once under one id."""
+    ids = set()
+    if question.context:
+        ids.add(context_id(question.context))
+    if question.article_id:
+        ids.add(question.article_id)
+    if not ids:
+        return ids
+    store = engine.open_store()
+    try:
+        for item in list(ids):
+            row = store.db.execute("SELECT article_id FROM sources WHERE item = ?", (item,)).fetchone()
+            if row:
+                ids.add(row[0])
+    finally:
+        store.close()
+    return ids
+
+
+def evaluate(
+    engine: Engine, questions: Sequence[Question], fusions: Iterable[str], options: AnswerOptions | None = None
+) -> tuple[list[Row], dict[str, list[float]]]:
+    """One row per fusion; also each answerable/unanswerable question's confidence, for calibration."""
+    options = options or answer_options(engine.settings)
+    searcher = engine.searcher
+    queries = engine.encoder.encode([q.question for q in questions])
+    golds = [gold_article_ids(engine, q) for q in questions]
+    rows = []
+    confidences: dict[str, list[float]] = {}
+    for fusion in fusions:
+        search = search_options(engine.settings)
+        search = type(search)(**{**asdict(search), "fusion": fusion, "k": max(KS)})
+        row = Row(fusion)
+        recall = dict.fromkeys(KS, 0)
+        answerable = unanswerable = abstained = refused = hits_at_sentence = 0
+        mrr = 0.0
+        conf_yes, conf_no = [], []
+        started = time.perf_counter()
+        for question, query, gold in zip(questions, queries, golds, strict=True):
+            hits = searcher.search(question.question, search, query)
+            result = answer(question.question, query, hits[: engine.settings.top_k], engine.encoder, options)
+            if question.answerable:
+                answerable += 1
+                conf_yes.append(result.confidence)
+                ranks = [h.rank for h in hits if is_relevant(h, question, gold)]
+                first = min(ranks) if ranks else None
+                for k in KS:
+                    recall[k] += first is not None and first <= k
+                mrr += 1.0 / first if first else 0.0
+                hits_at_sentence += sentence_hit(result, hits, question)
+                refused += not result.answered
+            else:
+                unanswerable += 1
+                conf_no.append(result.confidence)
+                abstained += not result.answered
+        row.questions = len(questions)
+        row.latency_ms = (time.perf_counter() - started) * 1000 / max(len(questions), 1)
+        if answerable:
+            row.recall = {k: recall[k] / answerable for k in KS}
+            row.mrr10 = mrr / answerable
+            row.sentence_hit = hits_at_sentence / answerable
+            row.refuse_answerable = refused / answerable
+        if unanswerable:
+            row.abstain_unanswerable = abstained / unanswerable
+        rows.append(row)
+        confidences[f"{fusion}:answerable"] = conf_yes
+        confidences[f"{fusion}:unanswerable"] = conf_no
+    return rows, confidences
+
+
+def calibrate(answerable: Sequence[float], unanswerable: Sequence[float]) -> tuple[float, float, float]:
+    """The threshold that best separates the two, by balanced accuracy: (threshold, answered, abstained)."""
+    yes, no = np.asarray(answerable), np.asarray(unanswerable)
+    best = (0.0, 1.0, 0.0)
+    best_score = -1.0
+    for threshold in np.unique(np.concatenate([yes, no])):
+        answered = float((yes >= threshold).mean()) if len(yes) else 0.0
+        abstained = float((no < threshold).mean()) if len(no) else 0.0
+        if answered + abstained > best_score:
+            best_score, best = answered + abstained, (float(threshold), answered, abstained)
+    return best
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    head = "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence | abstains (no answer) | refuses (answerable) | ms/question |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        abstain = "-" if r.abstain_unanswerable is None else f"{r.abstain_unanswerable:.3f}"
+        lines.append(
+            f"| {r.name} | {r.questions} | {r.recall.get(1, 0):.3f} | {r.recall.get(5, 0):.3f} | "
+            f"{r.recall.get(10, 0):.3f} | {r.mrr10:.3f} | {r.sentence_hit:.3f} | {abstain} | "
+            f"{r.refuse_answerable:.3f} | {r.latency_ms:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def corpus_store(corpus: str, settings: Settings) -> Path:
+    """A store for an eval corpus, kept between runs so only the first run pays for embedding."""
+    key = hashlib.sha256(f"{Path(corpus).resolve()}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
+    return Path(tempfile.gettempdir()) / "newsbot-eval" / key[:16]
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    qa = Path(args.qa)
+    questions = read_questions(qa)
+    if args.corpus or any(q.context for q in questions):
+        corpus = args.corpus or str(qa)
+        settings = settings.replace(store=corpus_store(corpus, settings))
+        engine = Engine(settings)
+        if args.corpus:
+            engine.ingest([args.corpus], wait=600)
+        else:
+            engine.ingest_items(context_articles(qa), wait=600)
+    else:
+        engine = Engine(settings)
+    fusions = args.fusion or [settings.fusion]
+    rows, confidences = evaluate(engine, questions, fusions)
+    print(format_table(rows))
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"rows": [asdict(r) for r in rows], "confidences": confidences}, indent=1), encoding="utf-8"
+        )
+    sys.stdout.flush()
+    return 0
+

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real model (loaded once), throwaway stores, and the optional shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from embeddings.encoder import Encoder, load_encoder  # noqa: E402
+from embeddings.engine import Engine  # noqa: E402
+from embeddings.settings import SAMPLES_DIR, Settings, load_settings  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SEED = next(SAMPLES_DIR.glob("*.txt"))
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    return load_encoder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    # The repo's defaults, with a store of this test's own and no environment overrides.
+    return load_settings(env={}, store=tmp_path / "store")
+
+
+@pytest.fixture
+def engine(settings: Settings, encoder: Encoder) -> Engine:
+    return Engine(settings, encoder)
+
+
+@pytest.fixture(scope="session")
+def sample_engine(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Engine:
+    """An engine over the shipped sample article, shared by tests that only read."""
+    settings = load_settings(env={}, store=tmp_path_factory.mktemp("sample") / "store")
+    engine = Engine(settings, encoder)
+    engine.ensure_default_corpus()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not here (a fresh clone has none)")
+    return data

@@ -1,0 +1,171 @@
+"""The command line's job end to end on real files, the real model and a real store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.cli import main
+from embeddings.answer import QuestionError
+from embeddings.engine import Engine
+from embeddings.store import DB_NAME, Store, StoreBusy, StoreError
+from tests.conftest import SEED
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_question_names_china_and_russia_and_cites_the_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No store yet: `ask` indexes the sample article first, as on a fresh clone.
+    code, out, _ = run_cli(capsys, "--store", str(tmp_path / "s"), "ask", "Who opposed the ABM amendment?")
+    assert code == 0
+    answer_line = next(line for line in out.splitlines() if line.startswith("A:"))
+    assert "China and Russia" in answer_line and "[1]" in answer_line
+    assert '[1] "Russia, China to Discuss US Missile Plan", Patrick Goodenough, July 7, 2008' in out
+    assert "China and Russia oppose any amendment to the Anti-Ballistic Missile Treaty" in out
+
+
+def test_ask_json_has_the_promised_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "s")
+    code, out, _ = run_cli(capsys, "--store", store, "ask", "--json", "Who opposed the ABM amendment?")
+    assert code == 0
+    result = json.loads(out)
+    assert result["answered"] is True
+    assert "China and Russia" in result["answer"]
+    first = result["citations"][0]
+    assert {"n", "title", "author", "date", "source", "passage"} <= first.keys()
+    assert first["n"] == 1 and first["author"] == "Patrick Goodenough" and first["date"] == "July 7, 2008"
+    assert result["answer"] in first["passage"]
+    assert first["passage"][first["answer_start"] : first["answer_end"]] == result["answer"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What is a good recipe for banana bread?", "How do I reset my router password?", "Who won the 2022 World Cup?"],
+)
+def test_question_the_articles_do_not_cover_is_not_answered(sample_engine: Engine, question: str) -> None:
+    answer = sample_engine.ask(question)
+    assert not answer.answered
+    assert answer.text == "The articles do not say."
+
+
+def test_empty_and_overlong_questions_are_clear_errors(
+    sample_engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(QuestionError, match="empty"):
+        sample_engine.ask("   ")
+    with pytest.raises(QuestionError, match="limit is 1000"):
+        sample_engine.ask("why " * 400)
+    code, _, err = run_cli(capsys, "--store", str(tmp_path / "s"), "ask", " ")
+    assert code == 2 and err.count("\n") == 1 and "question is empty" in err
+
+
+def test_bad_files_are_skipped_with_one_line_each_and_nothing_stored_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "s")
+    code, out, _ = run_cli(capsys, "--store", store, "ingest", "-q", str(SEED))
+    assert code == 0 and "1 added" in out
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.txt").write_text("")
+    (bad / "binary.txt").write_bytes(b"\x00\x01\x02binary")
+    (bad / "latin1.txt").write_bytes("Caf\xe9 story\n\nbody".encode("latin-1"))
+    (bad / "broken.jsonl").write_text('{"id": "a", "title": "A", "text": "Fine story about budgets."}\n{not json\n')
+    (bad / "empty_folder").mkdir()
+    code, out, err = run_cli(capsys, "--store", store, "ingest", "-q", str(bad), str(tmp_path / "missing"))
+    assert code == 0
+    warnings = [line for line in err.splitlines() if line.startswith("warning: skipped")]
+    assert len(warnings) == 5, err
+    for name in ("empty.txt", "binary.txt", "latin1.txt", "broken.jsonl#2: line 2: invalid JSON", "missing"):
+        assert any(name in w for w in warnings), (name, warnings)
+    assert "1 added" in out  # the good JSON line
+    code, out, _ = run_cli(capsys, "--store", store, "ask", "--json", "Who opposed the ABM amendment?")
+    assert "China and Russia" in json.loads(out)["answer"]
+
+
+def test_second_ingest_embeds_nothing(engine: Engine) -> None:
+    first = engine.ingest([SEED])
+    assert first.added == 1 and first.passages > 0
+    again = engine.ingest([SEED])
+    assert (again.added, again.changed, again.unchanged, again.passages) == (0, 0, 1, 0)
+
+
+def test_a_changed_article_replaces_its_passages_and_a_removed_one_leaves(engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "news"
+    folder.mkdir()
+    story = folder / "mayor.txt"
+    story.write_text("Mayor opens bridge\n\nThe mayor of Riverton opened the new Elm Street bridge on Monday.\n")
+    engine.ingest([folder])
+    assert "Elm Street" in engine.ask("Which bridge did the Riverton mayor open?").text
+    story.write_text("Mayor opens bridge\n\nThe mayor of Riverton opened the new Oak Avenue bridge on Tuesday.\n")
+    report = engine.ingest([folder])
+    assert report.changed == 1
+    answer = engine.ask("Which bridge did the Riverton mayor open?")
+    assert "Oak Avenue" in answer.text
+    assert all("Elm Street" not in c.passage for c in answer.citations)
+    story.unlink()
+    report = engine.ingest([folder], prune=True)
+    assert report.removed == 1
+    assert engine.searcher.size == 0
+
+
+def test_the_same_story_from_two_places_is_stored_once(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("Storm hits coast\n\nA storm hit the coast of Brittany on Friday.\n")
+    (tmp_path / "b.txt").write_text("Storm hits coast\n\nA  STORM hit the coast of   Brittany on Friday.\n")
+    report = engine.ingest([tmp_path / "a.txt", tmp_path / "b.txt"])
+    assert (report.added, report.duplicates) == (1, 1)
+    stats = engine.open_store().stats()
+    assert (stats["articles"], stats["sources"]) == (1, 2)
+
+
+def test_a_store_refuses_another_model(engine: Engine) -> None:
+    engine.ingest([SEED])
+    with pytest.raises(StoreError, match="built with model 'all-MiniLM-L6-v2' \\(384 dims\\)"):
+        Store(engine.store_path, model="other-model", dim=768)
+
+
+def test_one_writer_at_a_time(engine: Engine) -> None:
+    store = engine.open_store()
+    with store.writer(), pytest.raises(StoreBusy, match="being written by pid"):
+        engine.ingest([SEED])
+
+
+def test_faiss_ids_map_to_passage_rows_and_vectors_are_unit_length(engine: Engine) -> None:
+    engine.ingest([SEED])
+    db = sqlite3.connect(engine.store_path / DB_NAME)
+    rows = db.execute("SELECT id, vector FROM chunks").fetchall()
+    searcher = engine.searcher
+    assert searcher.size == len(rows)
+    for chunk_id, blob in rows:
+        vector = np.frombuffer(blob, dtype=np.float32)
+        assert abs(float(np.linalg.norm(vector)) - 1) < 1e-4
+        scores, ids = searcher.dense.search(vector.reshape(1, -1), 1)
+        assert ids[0][0] == chunk_id
+
+
+def test_a_missing_index_file_is_rebuilt_from_sqlite(engine: Engine) -> None:
+    engine.ingest([SEED])
+    for path in engine.store_path.glob("vectors-*.faiss"):
+        path.unlink()
+    fresh = Engine(engine.settings, engine.encoder)
+    assert "China and Russia" in fresh.ask("Who opposed the ABM amendment?").text
+
+
+def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "s")
+    code, _, err = run_cli(capsys, "--store", store, "stats")
+    assert code == 2 and "no store" in err
+    run_cli(capsys, "--store", store, "ingest", "-q", str(SEED))
+    code, out, _ = run_cli(capsys, "--store", store, "stats", "--json")
+    stats = json.loads(out)
+    assert stats["articles"] == 1 and stats["passages"] >= 3 and stats["model"] == "all-MiniLM-L6-v2"
