@@ -9,10 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.render import byline, quote_text
 from embeddings.records import Answer, Skip
+
+if TYPE_CHECKING:
+    from embeddings.engine import Engine
+    from embeddings.settings import Settings
 
 EXIT_ERROR = 2
 
@@ -40,7 +44,7 @@ Setting up the Discord side once:
 """
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     from embeddings.settings import load_settings
 
     overrides: dict[str, Any] = {}
@@ -49,7 +53,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_settings(Path(args.config) if args.config else None, **overrides)
 
 
-def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _engine(args: argparse.Namespace) -> Engine:
     from embeddings.engine import Engine
 
     return Engine(_settings(args))
@@ -61,7 +65,9 @@ def _warn(skip: Skip) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    report = engine.ingest(args.paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn)
+    report = engine.ingest(
+        args.paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn
+    )
     print(report.summary())
     return 0
 
@@ -123,7 +129,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if report is not None and not args.json:
         print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
     answer = engine.ask(question)
-    print(json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
+    print(
+        json.dumps(answer_json(answer), ensure_ascii=False, indent=2) if args.json else format_answer(answer)
+    )
     return 0
 
 
@@ -173,8 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="embed new and changed articles from files and folders")
     p.add_argument("paths", nargs="+", metavar="PATH", help=".txt .md .html .json .jsonl files or folders")
     p.add_argument("--prune", action="store_true", help="remove stored articles whose file is gone")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for another ingest on the same store to finish")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another ingest on the same store to finish",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
@@ -187,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
 
-    p = sub.add_parser("serve", help="run the Discord bot", description=SERVE_HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "serve",
+        help="run the Discord bot",
+        description=SERVE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("watch", help="ingest files as they land in folders, and poll feeds")
@@ -198,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("eval", help="measure retrieval and answer quality on a question file")
-    p.add_argument("qa", metavar="QA.jsonl", help="lines with question, answers (empty: unanswerable)")
+    p.add_argument(
+        "qa",
+        nargs="+",
+        metavar="QA.jsonl",
+        help="lines with question, answers (empty: unanswerable) and article_id or context",
+    )
     p.add_argument("--corpus", help="index this corpus into a temporary store first")
     p.add_argument("--fusion", action="append", help="compare these fusions (default: the settings')")
     p.add_argument("--out", help="also write the results as JSON here")

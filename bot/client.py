@@ -42,6 +42,10 @@ class NewsBot(commands.Bot):
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         self.refresh_index.change_interval(seconds=engine.settings.refresh_seconds)
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        # Questions are handled by the Questions cog; there are no prefix commands to look for.
+        return
+
     async def run_blocking(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, functools.partial(func, *args, **kwargs)
@@ -58,7 +62,9 @@ class NewsBot(commands.Bot):
             synced = await self.tree.sync(guild=guild)
         else:
             synced = await self.tree.sync()
-        log.info("synced %d slash commands %s", len(synced), f"to guild {guild_id}" if guild_id else "globally")
+        log.info(
+            "synced %d slash commands %s", len(synced), f"to guild {guild_id}" if guild_id else "globally"
+        )
         self.refresh_index.start()
         if self.engine.settings.watch:
             from bot.watch import Watcher
@@ -96,19 +102,30 @@ def run_bot(settings: Settings) -> int:
     """`newsbot serve`: the token comes only from DISCORD_TOKEN and is never printed or logged."""
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
-        print("error: DISCORD_TOKEN is not set: put the bot token there (see `newsbot serve --help`)",
-              file=sys.stderr)
+        print(
+            "error: DISCORD_TOKEN is not set: put the bot token there (see `newsbot serve --help`)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     discord.utils.setup_logging(level=logging.INFO)
     bot = NewsBot(Engine(settings))
+
+    async def serve() -> None:
+        async with bot:  # closes the HTTP session even when login fails
+            await bot.start(token)
+
     try:
-        asyncio.run(bot.start(token))
+        asyncio.run(serve())
     except discord.LoginFailure:
-        print("error: Discord rejected the token in DISCORD_TOKEN (was it reset or mistyped?)", file=sys.stderr)
+        print(
+            "error: Discord rejected the token in DISCORD_TOKEN (was it reset or mistyped?)", file=sys.stderr
+        )
         return EXIT_ERROR
     except discord.PrivilegedIntentsRequired:
-        print("error: enable the Message Content intent for this bot in the Discord developer portal",
-              file=sys.stderr)
+        print(
+            "error: enable the Message Content intent for this bot in the Discord developer portal",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         pass

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -32,8 +32,11 @@ class PassagesView(discord.ui.View):
     def __init__(self, key: str) -> None:
         super().__init__(timeout=None)
         self.add_item(
-            discord.ui.Button(label="Show passages", style=discord.ButtonStyle.secondary,
-                              custom_id=f"newsbot:passages:{key}")
+            discord.ui.Button(
+                label="Show passages",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"newsbot:passages:{key}",
+            )
         )
 
 
@@ -87,8 +90,9 @@ class Questions(commands.Cog):
     async def ask(self, interaction: discord.Interaction, question: str) -> None:
         retry = self._limited(interaction.user.id)
         if retry:
-            await interaction.response.send_message(self._slow_down(retry), ephemeral=True,
-                                                    allowed_mentions=NO_MENTIONS)
+            await interaction.response.send_message(
+                self._slow_down(retry), ephemeral=True, allowed_mentions=NO_MENTIONS
+            )
             return
         # Acknowledge at once: Discord drops interactions not answered within 3 seconds.
         await interaction.response.defer(thinking=True)
@@ -117,7 +121,8 @@ class Questions(commands.Cog):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        custom_id = (interaction.data or {}).get("custom_id", "")
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
         if interaction.type is not discord.InteractionType.component or not custom_id.startswith(
             "newsbot:passages:"
         ):
@@ -142,7 +147,9 @@ class Questions(commands.Cog):
         )
         await interaction.response.send_message(text, allowed_mentions=NO_MENTIONS)
 
-    @app_commands.command(name="reindex", description="Re-read the configured article folders (Manage Server)")
+    @app_commands.command(
+        name="reindex", description="Re-read the configured article folders (Manage Server)"
+    )
     @app_commands.default_permissions(manage_guild=True)
     async def reindex(self, interaction: discord.Interaction) -> None:
         permissions = getattr(interaction.user, "guild_permissions", None)
@@ -169,4 +176,3 @@ class Questions(commands.Cog):
 
 async def setup(bot: NewsBot) -> None:
     await bot.add_cog(Questions(bot))
-

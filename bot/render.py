@@ -160,7 +160,9 @@ def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
         "fields": [],
     }
     citations = answer.citations[: min(max_citations, FIELD_COUNT_LIMIT)]
-    share = min(FIELD_VALUE_LIMIT, (EMBED_TOTAL_LIMIT - embed_length(embed) - 50) // max(len(citations), 1) - 260)
+    share = min(
+        FIELD_VALUE_LIMIT, (EMBED_TOTAL_LIMIT - embed_length(embed) - 50) // max(len(citations), 1) - 260
+    )
     for citation in citations:
         name, value = citation_field(citation, max(share, 200))
         embed["fields"].append({"name": name, "value": value, "inline": False})

@@ -34,7 +34,11 @@ def _article_file(_change: watchfiles.Change, path: str) -> bool:
 
 class Watcher:
     def __init__(
-        self, engine: Engine, folders: Sequence[str | Path], feeds: Sequence[str], poll_seconds: float | None = None
+        self,
+        engine: Engine,
+        folders: Sequence[str | Path],
+        feeds: Sequence[str],
+        poll_seconds: float | None = None,
     ) -> None:
         self.engine = engine
         self.folders = [Path(f) for f in folders]
@@ -92,8 +96,13 @@ class Watcher:
                 next_poll = time.monotonic() + self.poll_seconds
             return
         for changes in watchfiles.watch(
-            *self.folders, watch_filter=_article_file, stop_event=stop, yield_on_timeout=True,
-            rust_timeout=int(min(self.poll_seconds, 5) * 1000), debounce=300, step=50,
+            *self.folders,
+            watch_filter=_article_file,
+            stop_event=stop,
+            yield_on_timeout=True,
+            rust_timeout=int(min(self.poll_seconds, 5) * 1000),
+            debounce=300,
+            step=50,
         ):
             if changes:
                 self.scan_folders()
@@ -137,8 +146,10 @@ def run_watch(settings: Settings, folders: Sequence[str], feeds: Sequence[str], 
     folders = list(folders) or list(settings.article_dirs)
     feeds = list(feeds) or list(settings.feeds)
     if not folders and not feeds:
-        print("error: nothing to watch: give folders, --feed URL, or article_dirs/feeds in the settings",
-              file=sys.stderr)
+        print(
+            "error: nothing to watch: give folders, --feed URL, or article_dirs/feeds in the settings",
+            file=sys.stderr,
+        )
         return 2
     logging.getLogger().setLevel(logging.INFO)
     watcher = Watcher(Engine(settings), folders, feeds)

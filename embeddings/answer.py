@@ -82,8 +82,11 @@ def score_sentences(
     terms = set(tokenize([question])[0])
     scored = [
         Sentence(
-            hit, a, b,
-            float(cos) + options.keyword_weight * keyword_overlap(terms, text)
+            hit,
+            a,
+            b,
+            float(cos)
+            + options.keyword_weight * keyword_overlap(terms, text)
             - options.rank_weight * (hit.rank - 1),
         )
         for (hit, a, b), text, cos in zip(spans, texts, cosines, strict=True)

@@ -72,8 +72,8 @@ class TorchEncoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = SentenceTransformer(str(path), device=device)
         self.name = model
-        self.dim = int(self._model.get_embedding_dimension() or 0)
-        self.max_tokens = int(self._model.max_seq_length)
+        self.dim = self._model.get_embedding_dimension() or 0
+        self.max_tokens = self._model.max_seq_length or 256
         self._tokenizer = self._model.tokenizer
         self._lock = threading.Lock()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
-from embeddings.ingest import IngestReport, Ingestor, ingest_paths
+from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Hit, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
@@ -110,7 +110,10 @@ class Engine:
             if current is not None and current.generation == read_generation(self.store_path):
                 return False
             fresh = Searcher(
-                self.store_path, self.encoder, factory=self.settings.index, threads=self.settings.search_threads
+                self.store_path,
+                self.encoder,
+                factory=self.settings.index,
+                threads=self.settings.search_threads,
             )
             self._searcher = fresh
         if current is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -132,7 +131,10 @@ def gold_article_ids(engine: Engine, question: Question) -> set[str]:
 
 
 def evaluate(
-    engine: Engine, questions: Sequence[Question], fusions: Iterable[str], options: AnswerOptions | None = None
+    engine: Engine,
+    questions: Sequence[Question],
+    fusions: Iterable[str],
+    options: AnswerOptions | None = None,
 ) -> tuple[list[Row], dict[str, list[float]]]:
     """One row per fusion; also each answerable/unanswerable question's confidence, for calibration."""
     options = options or answer_options(engine.settings)
@@ -196,7 +198,10 @@ def calibrate(answerable: Sequence[float], unanswerable: Sequence[float]) -> tup
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    head = "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence | abstains (no answer) | refuses (answerable) | ms/question |"
+    head = (
+        "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence "
+        "| abstains (no answer) | refuses (answerable) | ms/question |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         abstain = "-" if r.abstain_unanswerable is None else f"{r.abstain_unanswerable:.3f}"
@@ -210,21 +215,21 @@ def format_table(rows: Sequence[Row]) -> str:
 
 def corpus_store(corpus: str, settings: Settings) -> Path:
     """A store for an eval corpus, kept between runs so only the first run pays for embedding."""
-    key = hashlib.sha256(f"{Path(corpus).resolve()}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
+    key = hashlib.sha256(f"{corpus}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
     return Path(tempfile.gettempdir()) / "newsbot-eval" / key[:16]
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    qa = Path(args.qa)
-    questions = read_questions(qa)
+    files = [Path(p) for p in args.qa]
+    questions = [q for path in files for q in read_questions(path)]
     if args.corpus or any(q.context for q in questions):
-        corpus = args.corpus or str(qa)
+        corpus = args.corpus or "|".join(str(p) for p in files)
         settings = settings.replace(store=corpus_store(corpus, settings))
         engine = Engine(settings)
         if args.corpus:
             engine.ingest([args.corpus], wait=600)
         else:
-            engine.ingest_items(context_articles(qa), wait=600)
+            engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
     else:
         engine = Engine(settings)
     fusions = args.fusion or [settings.fusion]
@@ -232,8 +237,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     print(format_table(rows))
     if args.out:
         Path(args.out).write_text(
-            json.dumps({"rows": [asdict(r) for r in rows], "confidences": confidences}, indent=1), encoding="utf-8"
+            json.dumps({"rows": [asdict(r) for r in rows], "confidences": confidences}, indent=1),
+            encoding="utf-8",
         )
-    sys.stdout.flush()
     return 0
-

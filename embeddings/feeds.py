@@ -68,7 +68,9 @@ def poll_feed(
     new_state = FeedState(response_headers.get("ETag", ""), response_headers.get("Last-Modified", ""))
     parsed = feedparser.parse(body)
     if parsed.bozo and not parsed.entries:
-        return [Skip(url, f"not an RSS or Atom feed: {parsed.get('bozo_exception', 'unreadable')}")], new_state
+        return [
+            Skip(url, f"not an RSS or Atom feed: {parsed.get('bozo_exception', 'unreadable')}")
+        ], new_state
     return list(_entries(url, parsed.entries, is_stored)), new_state
 
 
@@ -95,8 +97,13 @@ def _entry_article(feed_url: str, entry: dict, entry_id: str, link: str) -> Arti
         page = _fetch_page(link)
         if isinstance(page, Article):
             return make_article(
-                id=entry_id, title=title or page.title, text=page.text, author=author or page.author,
-                published=published or page.published, source=link, url=link,
+                id=entry_id,
+                title=title or page.title,
+                text=page.text,
+                author=author or page.author,
+                published=published or page.published,
+                source=link,
+                url=link,
             )
         log.warning("%s", page)
     if not text:
@@ -104,7 +111,13 @@ def _entry_article(feed_url: str, entry: dict, entry_id: str, link: str) -> Arti
     if not text:
         return Skip(link or feed_url, "feed entry has no text and its page gave none")
     return make_article(
-        id=entry_id, title=title, text=text, author=author, published=published, source=link or feed_url, url=link
+        id=entry_id,
+        title=title,
+        text=text,
+        author=author,
+        published=published,
+        source=link or feed_url,
+        url=link,
     )
 
 
@@ -119,7 +132,7 @@ def _html_text(html: str, source: str) -> str:
 
 def _fetch_page(url: str) -> Article | Skip:
     try:
-        status, body, headers = fetch(url)
+        _status, body, headers = fetch(url)
     except (urllib.error.URLError, OSError, ValueError) as err:
         return Skip(url, f"page could not be fetched: {err}")
     charset = "utf-8"

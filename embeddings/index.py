@@ -71,9 +71,11 @@ def load_index(root: Path, generation: int, mmap: bool = True) -> faiss.Index | 
     return index
 
 
-def apply_changes(index: faiss.Index, added_ids: np.ndarray, added: np.ndarray, removed_ids: np.ndarray) -> None:
+def apply_changes(
+    index: faiss.Index, added_ids: np.ndarray, added: np.ndarray, removed_ids: np.ndarray
+) -> None:
     if len(removed_ids):
-        index.remove_ids(np.asarray(removed_ids, dtype=np.int64))
+        index.remove_ids(np.asarray(removed_ids, dtype=np.int64))  # type: ignore[arg-type]
     if len(added_ids):
         index.add_with_ids(np.asarray(added, dtype=np.float32), np.asarray(added_ids, dtype=np.int64))
 

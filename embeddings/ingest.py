@@ -181,7 +181,7 @@ class Ingestor:
         return self._dense
 
     def _embed_and_write(self, batch: list[tuple[Article, list]], report: IngestReport) -> None:
-        texts = []
+        texts: list[str] = []
         for article, chunks in batch:
             title, _ = embed_title(self.tokenizer, article.title)
             texts.extend(embedding_text(title, c.text) for c in chunks)
@@ -190,7 +190,9 @@ class Ingestor:
         report.embed_seconds += time.perf_counter() - started
         pending, offset = [], 0
         for article, chunks in batch:
-            pending.append(Pending(article, origin_of(article), chunks, vectors[offset : offset + len(chunks)]))
+            pending.append(
+                Pending(article, origin_of(article), chunks, vectors[offset : offset + len(chunks)])
+            )
             offset += len(chunks)
         self._write(pending, report)
         report.passages += len(texts)
@@ -211,9 +213,13 @@ class Ingestor:
         self._apply(self.store.write(pending), dense)
 
     def _apply(self, delta: Delta, dense: faiss.Index) -> None:
-        added = np.concatenate(delta.added_vectors) if delta.added_vectors else np.zeros((0, self.encoder.dim))
+        added = (
+            np.concatenate(delta.added_vectors) if delta.added_vectors else np.zeros((0, self.encoder.dim))
+        )
         vector_index.apply_changes(
-            dense, np.asarray(delta.added_ids, dtype=np.int64), added,
+            dense,
+            np.asarray(delta.added_ids, dtype=np.int64),
+            added,
             np.asarray(delta.removed_ids, dtype=np.int64),
         )
 

@@ -17,8 +17,10 @@ _STEMMER = Stemmer.Stemmer("english")
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    tokens = bm25s.tokenize(list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)
-    return tokens  # type: ignore[return-value]
+    tokens = bm25s.tokenize(
+        list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
+    )
+    return tokens
 
 
 class KeywordIndex:

@@ -7,6 +7,7 @@ ingest writes the next one. The bot swaps in a new Searcher when the generation 
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,7 +20,15 @@ from embeddings import index as vector_index
 from embeddings.encoder import Encoder
 from embeddings.keyword import KeywordIndex
 from embeddings.records import Article, Chunk, Hit
-from embeddings.store import ARTICLE_COLUMNS, DB_NAME, Store, StoreError, article_from_row, connect, read_vectors
+from embeddings.store import (
+    ARTICLE_COLUMNS,
+    DB_NAME,
+    Store,
+    StoreError,
+    article_from_row,
+    connect,
+    read_vectors,
+)
 
 FUSIONS = ("rrf", "weighted", "dense", "keyword")
 
@@ -36,16 +45,20 @@ class SearchOptions:
     depth: int = 50
 
 
-def passage_texts(db, ids: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:  # type: ignore[no-untyped-def]
+def passage_texts(db: sqlite3.Connection) -> tuple[np.ndarray, list[str]]:
     """Passage ids and the text BM25 indexes for them: the title, then the passage."""
     rows = db.execute(
         "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
         "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.id"
     ).fetchall()
-    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [f"{r[1]}. {r[2]}" for r in rows]
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [
+        f"{r[1]}. {r[2]}" for r in rows
+    ]
 
 
-def build_derived(db, dim: int, factory: str = "auto") -> tuple[faiss.Index, KeywordIndex]:  # type: ignore[no-untyped-def]
+def build_derived(
+    db: sqlite3.Connection, dim: int, factory: str = "auto"
+) -> tuple[faiss.Index, KeywordIndex]:
     ids, vectors = read_vectors(db, dim)
     dense = vector_index.build_index(ids, vectors, dim, factory)
     keyword_ids, texts = passage_texts(db)
@@ -62,7 +75,9 @@ class Searcher:
         Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
         self._db = connect(self.root / DB_NAME, readonly=True)
         self._db.execute("BEGIN")
-        self.generation = int(self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        self.generation = int(
+            self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+        )
         self._lock = threading.Lock()
         dense = vector_index.load_index(self.root, self.generation)
         keyword = KeywordIndex.load(self.root, self.generation)
@@ -139,7 +154,8 @@ class Searcher:
     def chunk(self, chunk_id: int) -> Chunk | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT c.article_id, c.ordinal, c.start, c.end, substr(a.text, c.start + 1, c.end - c.start) "
+                "SELECT c.article_id, c.ordinal, c.start, c.end, "
+                "substr(a.text, c.start + 1, c.end - c.start) "
                 "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id = ?",
                 (chunk_id,),
             ).fetchone()
@@ -157,7 +173,9 @@ class Searcher:
         if cached is not None:
             return cached
         with self._lock:
-            row = self._db.execute(f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE id = ?", (article_id,)
+            ).fetchone()
         article = article_from_row(row)
         self._articles[article_id] = article
         if len(self._articles) > 256:

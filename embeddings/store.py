@@ -87,8 +87,14 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 def article_from_row(row: Sequence) -> Article:
     return Article(
-        id=row[0], title=row[1], author=row[2], published=row[3], source=row[4], url=row[5],
-        text=row[6], content_hash=row[7],
+        id=row[0],
+        title=row[1],
+        author=row[2],
+        published=row[3],
+        source=row[4],
+        url=row[5],
+        text=row[6],
+        content_hash=row[7],
     )
 
 
@@ -222,15 +228,28 @@ class Store:
             db.execute(
                 f"INSERT OR REPLACE INTO articles ({ARTICLE_COLUMNS}, norm_hash, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (target, item.title, item.author, item.published, item.source, item.url, item.text,
-                 item.content_hash, normalized_hash(item.text), now),
+                (
+                    target,
+                    item.title,
+                    item.author,
+                    item.published,
+                    item.source,
+                    item.url,
+                    item.text,
+                    item.content_hash,
+                    normalized_hash(item.text),
+                    now,
+                ),
             )
             assert pending.vectors is not None and len(pending.vectors) == len(pending.chunks)
             vectors = np.ascontiguousarray(pending.vectors, dtype=np.float32)
             db.executemany(
                 "INSERT OR REPLACE INTO chunks (id, article_id, ordinal, start, end, vector) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(c.id, target, c.ordinal, c.start, c.end, v.tobytes()) for c, v in zip(pending.chunks, vectors)],
+                [
+                    (c.id, target, c.ordinal, c.start, c.end, v.tobytes())
+                    for c, v in zip(pending.chunks, vectors, strict=False)
+                ],
             )
             delta.added_ids.extend(c.id for c in pending.chunks)
             delta.added_vectors.append(vectors)

@@ -10,9 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from embeddings.encoder import Encoder, load_encoder  # noqa: E402
-from embeddings.engine import Engine  # noqa: E402
-from embeddings.settings import SAMPLES_DIR, Settings, load_settings  # noqa: E402
+from embeddings.encoder import Encoder, load_encoder
+from embeddings.engine import Engine
+from embeddings.settings import SAMPLES_DIR, Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -50,7 +50,11 @@ def test_ask_json_has_the_promised_fields(tmp_path: Path, capsys: pytest.Capture
 
 @pytest.mark.parametrize(
     "question",
-    ["What is a good recipe for banana bread?", "How do I reset my router password?", "Who won the 2022 World Cup?"],
+    [
+        "What is a good recipe for banana bread?",
+        "How do I reset my router password?",
+        "Who won the 2022 World Cup?",
+    ],
 )
 def test_question_the_articles_do_not_cover_is_not_answered(sample_engine: Engine, question: str) -> None:
     answer = sample_engine.ask(question)
@@ -80,7 +84,9 @@ def test_bad_files_are_skipped_with_one_line_each_and_nothing_stored_is_lost(
     (bad / "empty.txt").write_text("")
     (bad / "binary.txt").write_bytes(b"\x00\x01\x02binary")
     (bad / "latin1.txt").write_bytes("Caf\xe9 story\n\nbody".encode("latin-1"))
-    (bad / "broken.jsonl").write_text('{"id": "a", "title": "A", "text": "Fine story about budgets."}\n{not json\n')
+    (bad / "broken.jsonl").write_text(
+        '{"id": "a", "title": "A", "text": "Fine story about budgets."}\n{not json\n'
+    )
     (bad / "empty_folder").mkdir()
     code, out, err = run_cli(capsys, "--store", store, "ingest", "-q", str(bad), str(tmp_path / "missing"))
     assert code == 0
@@ -100,14 +106,20 @@ def test_second_ingest_embeds_nothing(engine: Engine) -> None:
     assert (again.added, again.changed, again.unchanged, again.passages) == (0, 0, 1, 0)
 
 
-def test_a_changed_article_replaces_its_passages_and_a_removed_one_leaves(engine: Engine, tmp_path: Path) -> None:
+def test_a_changed_article_replaces_its_passages_and_a_removed_one_leaves(
+    engine: Engine, tmp_path: Path
+) -> None:
     folder = tmp_path / "news"
     folder.mkdir()
     story = folder / "mayor.txt"
-    story.write_text("Mayor opens bridge\n\nThe mayor of Riverton opened the new Elm Street bridge on Monday.\n")
+    story.write_text(
+        "Mayor opens bridge\n\nThe mayor of Riverton opened the new Elm Street bridge on Monday.\n"
+    )
     engine.ingest([folder])
     assert "Elm Street" in engine.ask("Which bridge did the Riverton mayor open?").text
-    story.write_text("Mayor opens bridge\n\nThe mayor of Riverton opened the new Oak Avenue bridge on Tuesday.\n")
+    story.write_text(
+        "Mayor opens bridge\n\nThe mayor of Riverton opened the new Oak Avenue bridge on Tuesday.\n"
+    )
     report = engine.ingest([folder])
     assert report.changed == 1
     answer = engine.ask("Which bridge did the Riverton mayor open?")
@@ -149,7 +161,7 @@ def test_faiss_ids_map_to_passage_rows_and_vectors_are_unit_length(engine: Engin
     for chunk_id, blob in rows:
         vector = np.frombuffer(blob, dtype=np.float32)
         assert abs(float(np.linalg.norm(vector)) - 1) < 1e-4
-        scores, ids = searcher.dense.search(vector.reshape(1, -1), 1)
+        _scores, ids = searcher.dense.search(vector.reshape(1, -1), 1)
         assert ids[0][0] == chunk_id
 
 
