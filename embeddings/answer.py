@@ -26,13 +26,25 @@ class QuestionError(ValueError):
     """A question that cannot be asked as it is."""
 
 
+# Sentence features, in the order of AnswerOptions.weights.
+FEATURES = (
+    "cosine",
+    "keywords",
+    "passage_rank",
+    "answer_type",
+    "novelty",
+    "passage_cosine",
+    "context_keywords",
+)
+
+
 @dataclass(frozen=True)
 class AnswerOptions:
     threshold: float = 0.3
     candidates: int = 3
     citations: int = 3
-    keyword_weight: float = 0.3
-    rank_weight: float = 0.05
+    # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
+    weights: tuple[float, ...] = (1.0, 0.8, 0.03, 0.2, 0.1, 0.2, 0.0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class Sentence:
     start: int  # offsets into the passage
     end: int
     score: float
+    cosine: float
 
 
 def check_question(question: str, max_chars: int) -> str:
@@ -53,22 +66,42 @@ def check_question(question: str, max_chars: int) -> str:
     return question
 
 
-_NUMBER = re.compile(r"\d")
+_YEAR_OR_DATE = re.compile(
+    r"\b(1[5-9]\d\d|20\d\d|\d{1,2}(st|nd|rd|th)?|january|february|march|april|may|june|july|august|"
+    r"september|october|november|december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"century|decade|week|month|year|today|yesterday)\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(
+    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion)\b",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-zA-Z'’-]+")
 
 
-def keyword_overlap(question_terms: set[str], sentence: str) -> float:
-    if not question_terms:
-        return 0.0
-    return len(question_terms & set(tokenize([sentence])[0])) / len(question_terms)
+def expected_type(question: str) -> re.Pattern[str] | None:
+    """What an answer to this question contains: a date, a number or a name, when the wording says."""
+    q = question.lower()
+    if q.startswith("when") or re.search(r"\b(what|which) (year|date|day|month|century|decade)\b", q):
+        return _YEAR_OR_DATE
+    if re.search(r"\bhow (many|much|long|old|far|big|large|often)\b|\b(percentage|per cent|cost|price)\b", q):
+        return _NUMBER
+    if re.match(r"(who|whom|whose|where)\b", q) or re.search(
+        r"\b(which|what) (company|firm|country|city|team|"
+        r"club|band|group|person|party|minister)\b",
+        q,
+    ):
+        return _NAME
+    return None
 
 
-def score_sentences(
-    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, options: AnswerOptions
-) -> list[Sentence]:
-    """Every sentence of the leading passages with its score, best first."""
+def sentence_features(
+    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, candidates: int
+) -> tuple[list[tuple[Hit, int, int]], np.ndarray]:
+    """Each distinct sentence of the leading passages, and its features (one row, FEATURES order)."""
     spans: list[tuple[Hit, int, int]] = []
     seen: set[tuple[str, int]] = set()
-    for hit in hits[: options.candidates]:
+    for hit in hits[:candidates]:
         for a, b in sentence_spans(hit.chunk.text):
             # Overlapping passages share sentences: score each sentence of an article once.
             key = (hit.chunk.article_id, hit.chunk.start + a)
@@ -76,20 +109,46 @@ def score_sentences(
                 seen.add(key)
                 spans.append((hit, a, b))
     if not spans:
-        return []
+        return spans, np.zeros((0, len(FEATURES)), dtype=np.float32)
     texts = [hit.chunk.text[a:b] for hit, a, b in spans]
     cosines = encoder.encode(texts) @ query
-    terms = set(tokenize([question])[0])
-    scored = [
-        Sentence(
-            hit,
-            a,
-            b,
-            float(cos)
-            + options.keyword_weight * keyword_overlap(terms, text)
-            - options.rank_weight * (hit.rank - 1),
+    question_terms = set(tokenize([question])[0])
+    sentence_terms = [set(t) for t in tokenize(texts)]
+    # Terms rare among the candidate sentences say more about which one answers: a local IDF.
+    n = len(texts)
+    idf = {t: np.log(1 + n / (1 + sum(t in terms for terms in sentence_terms))) for t in question_terms}
+    total = sum(idf.values()) or 1.0
+    pattern = expected_type(question)
+    question_lower = question.lower()
+    rows = []
+    for i, ((hit, _, _), text, terms, cosine) in enumerate(
+        zip(spans, texts, sentence_terms, cosines, strict=True)
+    ):
+        keywords = sum(idf[t] for t in question_terms & terms) / total
+        # Questions often name what the previous or next sentence says ("He said ..." answers).
+        window = terms.union(
+            *(sentence_terms[j] for j in (i - 1, i + 1) if 0 <= j < n and spans[j][0] is hit)
         )
-        for (hit, a, b), text, cos in zip(spans, texts, cosines, strict=True)
+        context = sum(idf[t] for t in question_terms & window) / total
+        typed = 0.0
+        if pattern is not None:
+            typed = float(any(m.group(0).lower() not in question_lower for m in pattern.finditer(text)))
+        novelty = float(len(terms - question_terms) >= 3)
+        rows.append((float(cosine), keywords, 1.0 / hit.rank, typed, novelty, hit.dense_score, context))
+    return spans, np.asarray(rows, dtype=np.float32)
+
+
+def score_sentences(
+    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, options: AnswerOptions
+) -> list[Sentence]:
+    """Every sentence of the leading passages with its score, best first."""
+    spans, features = sentence_features(question, query, hits, encoder, options.candidates)
+    if not spans:
+        return []
+    scores = features @ np.asarray(options.weights, dtype=np.float32)
+    scored = [
+        Sentence(hit, a, b, float(score), float(row[0]))
+        for (hit, a, b), score, row in zip(spans, scores, features, strict=True)
     ]
     return sorted(scored, key=lambda s: -s.score)
 
@@ -101,8 +160,7 @@ def answer(
     if not hits:
         return Answer(question, False, NOT_FOUND)
     sentences = score_sentences(question, query, hits, encoder, options)
-    # The best sentence's own match (its rank handicap added back) measures whether anything answers.
-    confidence = sentences[0].score + options.rank_weight * (sentences[0].hit.rank - 1) if sentences else 0.0
+    confidence = sentences[0].score if sentences else 0.0
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)

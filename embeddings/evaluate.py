@@ -213,9 +213,10 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def corpus_store(corpus: str, settings: Settings) -> Path:
+def corpus_store(corpus: Sequence[str | Path], settings: Settings) -> Path:
     """A store for an eval corpus, kept between runs so only the first run pays for embedding."""
-    key = hashlib.sha256(f"{corpus}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
+    where = "|".join(str(Path(p).resolve()) for p in corpus)
+    key = hashlib.sha256(f"{where}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
     return Path(tempfile.gettempdir()) / "newsbot-eval" / key[:16]
 
 
@@ -223,8 +224,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     files = [Path(p) for p in args.qa]
     questions = [q for path in files for q in read_questions(path)]
     if args.corpus or any(q.context for q in questions):
-        corpus = args.corpus or "|".join(str(p) for p in files)
-        settings = settings.replace(store=corpus_store(corpus, settings))
+        settings = settings.replace(store=corpus_store([args.corpus] if args.corpus else files, settings))
         engine = Engine(settings)
         if args.corpus:
             engine.ingest([args.corpus], wait=600)

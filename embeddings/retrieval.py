@@ -38,9 +38,9 @@ class SearchOptions:
     k: int = 5
     per_article: int = 2
     fusion: str = "rrf"
-    rrf_k: int = 60
+    rrf_k: int = 10
     dense_weight: float = 1.0
-    keyword_weight: float = 1.0
+    keyword_weight: float = 2.0
     # How many candidates each side brings to the fusion.
     depth: int = 50
 

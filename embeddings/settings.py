@@ -43,9 +43,9 @@ class Settings:
     top_k: int = 5
     per_article: int = 2
     fusion: str = "rrf"
-    rrf_k: int = 60
+    rrf_k: int = 10
     dense_weight: float = 1.0
-    keyword_weight: float = 1.0
+    keyword_weight: float = 2.0
     index: str = "auto"
     search_threads: int = 1
     # answer
