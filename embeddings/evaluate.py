@@ -235,6 +235,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     fusions = args.fusion or [settings.fusion]
     rows, confidences = evaluate(engine, questions, fusions)
     print(format_table(rows))
+    yes, no = confidences[f"{fusions[0]}:answerable"], confidences[f"{fusions[0]}:unanswerable"]
+    if yes and no:
+        threshold, answered, abstained = calibrate(yes, no)
+        print(
+            f"abstention ({fusions[0]}): the best threshold here is {threshold:.3f}, answering {answered:.1%} "
+            f"of answerable and abstaining on {abstained:.1%} of unanswerable questions "
+            f"(the settings use {settings.abstain_threshold})"
+        )
     if args.out:
         Path(args.out).write_text(
             json.dumps({"rows": [asdict(r) for r in rows], "confidences": confidences}, indent=1),

@@ -1,0 +1,290 @@
+"""OnnxEncoder against TorchEncoder: same tokens, same vectors (fp32) or nearly (int8), and a cache that
+is built from scratch once, reused, repaired and shared safely between concurrent exporters.
+
+The ONNX files are exported once per test session into a temporary cache (not ~/.cache), which is
+what proves the export path works on a clean machine; the other tests reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import embeddings.onnx_encoder as onnx_encoder
+from embeddings.encoder import Encoder, load_encoder, model_path
+from embeddings.onnx_encoder import OnnxEncoder, cache_folder, ensure_exported
+
+REPO = Path(__file__).resolve().parent.parent
+# The upstream all-MiniLM-L6-v2 weights' sha256 starts so (see shared/NOTES.md).
+WEIGHTS_HASH = "53aa51172d142c89"
+
+SENTENCES = [
+    "Shares in BP rose 3% after the oil giant reported record third-quarter profits of $4.1bn.",
+    "The Bank of England held interest rates at 4.75%, citing stubborn inflation in the services sector.",
+    "Who won the Champions League final in Istanbul?",
+    "Apple unveiled a thinner iPhone with a titanium frame and a faster A18 chip on Tuesday.",
+    "Flooding forced hundreds of families from their homes in Valencia, Spain, after a month's rain fell.",
+    "The prime minister said the government would not raise income tax, national insurance or VAT.",
+    "Scientists at CERN say the upgraded Large Hadron Collider could reveal new physics.",
+    "Manchester United sacked their manager after a 3-0 defeat at home to Brighton.",
+    "A cyber-attack on the NHS supplier disrupted blood tests at hospitals across south-east London.",
+    "Tesla's quarterly deliveries fell for the first time in four years amid rising competition from BYD.",
+    "Beyoncé's new album topped the charts in 12 countries within a week of release.",
+    "The Tokyo stock market (Nikkei 225) closed 1.2% higher; the yen weakened to ¥151 per dollar.",
+    "Ukraine and Russia exchanged 95 prisoners of war in a deal brokered by the United Arab Emirates.",
+    "rain",
+    "What did the chancellor announce about fuel duty?",
+    "Wildfires in California have burned more than 40,000 acres and destroyed at least 1,000 structures.",
+    "The film, directed by Greta Gerwig, earned $1.4 billion worldwide and became Warner Bros' biggest hit.",
+    "Researchers found that microplastics were present in every human placenta tested.",
+    "Mr. O'Neill — a former Goldman Sachs economist — coined the term BRIC in 2001.",
+    "北京 hosts the Winter Olympics; Zürich, São Paulo and Kraków bid for future events. 🚀",
+    "   leading and trailing whitespace, plus\ttabs\nand newlines   ",
+    "COVID-19 cases rose by 12,345 (up 7.8% week-on-week), the UKHSA said on 03/11/2024.",
+]
+# Far past 256 word pieces: encode must truncate like sentence-transformers, count_tokens must not.
+LONG = " ".join(SENTENCES) * 4
+
+# Measured on the sentences above (x86-64, onnxruntime 1.32): fp32 cosine to torch >= 0.99999;
+# int8 mean 0.992, min 0.987 ("rain"; one-word inputs fare worst), passages of the sample article
+# 0.99. The bounds leave a little room for other CPUs' float rounding, not for a worse recipe.
+FP32_MIN_COSINE = 0.9999
+INT8_MEAN_COSINE = 0.99
+INT8_MIN_COSINE = 0.98
+
+
+def _passages() -> list[str]:
+    """~200-word windows of the article shipped in samples/: real news prose, as ingest chunks it."""
+    words = next((REPO / "samples").glob("*.txt")).read_text(encoding="utf-8").split()
+    return [" ".join(words[i : i + 200]) for i in range(0, len(words), 200)]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def torch_encoder() -> Encoder:
+    # The same cached instance as conftest's `encoder`, so the suite loads torch's model once.
+    return load_encoder(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def fp32(cache: Path) -> OnnxEncoder:
+    return OnnxEncoder(quantized=False, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def int8(cache: Path, fp32: OnnxEncoder) -> OnnxEncoder:
+    # Depends on fp32 so the export order is fixed: fp32 exports, int8 then quantises that file.
+    return OnnxEncoder(quantized=True, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def reference(torch_encoder: Encoder) -> np.ndarray:
+    return torch_encoder.encode([*SENTENCES, LONG])
+
+
+def test_attributes_match_torch(fp32: OnnxEncoder, int8: OnnxEncoder, torch_encoder: Encoder) -> None:
+    for enc in (fp32, int8):
+        assert (enc.name, enc.dim, enc.max_tokens) == (torch_encoder.name, 384, 256)
+        assert torch_encoder.max_tokens == 256
+
+
+def test_export_from_scratch_lays_out_the_cache(cache: Path, fp32: OnnxEncoder, int8: OnnxEncoder) -> None:
+    folder = cache / f"model-{WEIGHTS_HASH}"
+    assert fp32.onnx_path == folder / "model.onnx"
+    assert int8.onnx_path == folder / "model_int8.onnx"
+    # int8 is about a quarter of fp32; no temp files are left behind.
+    assert int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 3
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "model.onnx", "model_int8.onnx"]
+
+
+def test_env_var_selects_cache_and_reuses_export(
+    cache: Path, int8: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(cache))
+    before = int8.onnx_path.stat().st_mtime_ns
+
+    def no_export(*args: object) -> None:
+        raise AssertionError("a cached, current export must not be redone")
+
+    monkeypatch.setattr(onnx_encoder, "_export_fp32", no_export)
+    monkeypatch.setattr(onnx_encoder, "_quantize", no_export)
+    again = OnnxEncoder()
+    assert again.onnx_path == int8.onnx_path
+    assert again.onnx_path.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("which", ["fp32", "int8"])
+def test_vectors_are_unit_float32_rows(which: str, request: pytest.FixtureRequest) -> None:
+    enc: OnnxEncoder = request.getfixturevalue(which)
+    vectors = enc.encode([*SENTENCES, "", LONG])
+    assert vectors.shape == (len(SENTENCES) + 2, 384)
+    assert vectors.dtype == np.float32
+    assert vectors.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_fp32_matches_torch(fp32: OnnxEncoder, reference: np.ndarray) -> None:
+    cosines = _cosines(fp32.encode([*SENTENCES, LONG], batch_size=8), reference)
+    assert cosines.min() >= FP32_MIN_COSINE, cosines
+
+
+def test_int8_close_to_torch(int8: OnnxEncoder, reference: np.ndarray) -> None:
+    cosines = _cosines(int8.encode([*SENTENCES, LONG]), reference)
+    assert cosines.mean() >= INT8_MEAN_COSINE, cosines
+    assert cosines.min() >= INT8_MIN_COSINE, cosines
+
+
+def test_passages_close_to_torch(fp32: OnnxEncoder, int8: OnnxEncoder, torch_encoder: Encoder) -> None:
+    passages = _passages()
+    reference = torch_encoder.encode(passages)
+    assert _cosines(fp32.encode(passages), reference).min() >= FP32_MIN_COSINE
+    assert _cosines(int8.encode(passages), reference).min() >= INT8_MIN_COSINE
+
+
+def test_long_text_is_truncated_like_torch(
+    fp32: OnnxEncoder, int8: OnnxEncoder, torch_encoder: Encoder, reference: np.ndarray
+) -> None:
+    assert fp32.count_tokens([LONG])[0] > 4 * fp32.max_tokens
+    # The same cut as sentence-transformers' (256 including [CLS] and [SEP]), not tokenizer.json's 128:
+    # a different cut would change the vector well beyond rounding.
+    ids = fp32._tokenizer.encode(LONG).ids
+    assert (len(ids), ids[0], ids[-1]) == (256, 101, 102)  # [CLS] ... [SEP]
+    assert float(fp32.encode([LONG])[0] @ reference[-1]) >= FP32_MIN_COSINE
+    assert float(int8.encode([LONG])[0] @ reference[-1]) >= INT8_MIN_COSINE
+
+
+def test_count_tokens_equals_torch(fp32: OnnxEncoder, int8: OnnxEncoder, torch_encoder: Encoder) -> None:
+    texts = [*SENTENCES, "", LONG, "unaffable antidisestablishmentarianism"]
+    expected = torch_encoder.count_tokens(texts)
+    assert fp32.count_tokens(texts) == expected
+    assert int8.count_tokens(texts) == expected
+    assert expected[SENTENCES.index("rain")] == 1
+    assert expected[len(SENTENCES)] == 0
+
+
+def test_empty_input(fp32: OnnxEncoder, int8: OnnxEncoder) -> None:
+    for enc in (fp32, int8):
+        empty = enc.encode([])
+        assert empty.shape == (0, 384)
+        assert empty.dtype == np.float32
+        assert enc.count_tokens([]) == []
+
+
+def test_bucketing_keeps_input_order(fp32: OnnxEncoder) -> None:
+    texts = [*SENTENCES, LONG, ""]
+    one_by_one = np.stack([fp32.encode([t])[0] for t in texts])
+    for batch_size in (3, 32):
+        batched = fp32.encode(texts, batch_size=batch_size)
+        assert _cosines(batched, one_by_one).min() >= 0.99999
+    reversed_rows = fp32.encode(texts[::-1], batch_size=4)[::-1]
+    assert _cosines(reversed_rows, one_by_one).min() >= 0.99999
+
+
+def test_concurrent_encode_is_safe(int8: OnnxEncoder) -> None:
+    expected = int8.encode(SENTENCES, batch_size=8)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(int8.encode(SENTENCES, batch_size=8))
+        except BaseException as exc:  # surfaced below: a thread's exception would be lost otherwise
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 20
+    for got in results:
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_exact_int8_kernels_give_the_same_vectors(
+    cache: Path, int8: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """x86 CPUs without VNNI run int8 on onnxruntime's U8U8 kernels (session.x64quantprecision), so a
+    saturating U8S8 multiply cannot distort the vectors; those kernels must agree with the default ones."""
+    monkeypatch.setenv(onnx_encoder.X64_PRECISION_ENV, "1")
+    assert onnx_encoder.needs_x64_precision()
+    exact = OnnxEncoder(quantized=True, cache_dir=cache)
+    assert _cosines(exact.encode(SENTENCES), int8.encode(SENTENCES)).min() >= 0.9999
+    monkeypatch.setenv(onnx_encoder.X64_PRECISION_ENV, "0")
+    assert not onnx_encoder.needs_x64_precision()
+
+
+def test_concurrent_exporters_export_once(
+    cache: Path, fp32: OnnxEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two exporters racing on a folder with a broken leftover file: one exports, the other waits and
+    reuses it. flock excludes separate opens of the lock file even within one process, so threads
+    stand in for processes; the slow fake export widens the race window."""
+    folder = tmp_path / "model-x"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"half a file from a crashed export")
+    calls: list[int] = []
+
+    def slow_export(model_dir: Path, target: Path, source_hash: str) -> None:
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        tmp = target.with_suffix(".partial")
+        shutil.copyfile(fp32.onnx_path, tmp)
+        os.replace(tmp, target)
+
+    monkeypatch.setattr(onnx_encoder, "_export_fp32", slow_export)
+    model_dir = model_path("all-MiniLM-L6-v2")
+    paths: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(ensure_exported(model_dir, folder, quantized=False)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert paths == [folder / "model.onnx"] * 2
+    assert (folder / "model.onnx").read_bytes() == fp32.onnx_path.read_bytes()
+
+
+def test_stale_recipe_is_exported_again(
+    fp32: OnnxEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "model-y"
+    folder.mkdir()
+    shutil.copyfile(fp32.onnx_path, folder / "model.onnx")
+    assert onnx_encoder._recipe_of(folder / "model.onnx") == onnx_encoder._RECIPE
+    monkeypatch.setattr(onnx_encoder, "_RECIPE", onnx_encoder._RECIPE + " changed")
+    exported: list[Path] = []
+    monkeypatch.setattr(onnx_encoder, "_export_fp32", lambda model_dir, target, h: exported.append(target))
+    ensure_exported(model_path("all-MiniLM-L6-v2"), folder, quantized=False)
+    assert exported == [folder / "model.onnx"]
+
+
+def test_cache_folder_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model_dir = model_path("all-MiniLM-L6-v2")
+    monkeypatch.delenv(onnx_encoder.CACHE_ENV, raising=False)
+    home = Path("~/.cache/newsbot/onnx").expanduser()
+    assert cache_folder(model_dir) == home / f"{model_dir.name}-{WEIGHTS_HASH}"
+    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(tmp_path))
+    assert cache_folder(model_dir) == tmp_path / f"{model_dir.name}-{WEIGHTS_HASH}"
+    assert cache_folder(model_dir, tmp_path / "explicit").parent == tmp_path / "explicit"
