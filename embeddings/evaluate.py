@@ -217,6 +217,8 @@ def corpus_store(corpus: Sequence[str | Path], settings: Settings) -> Path:
     """A store for an eval corpus, kept between runs so only the first run pays for embedding."""
     where = "|".join(str(Path(p).resolve()) for p in corpus)
     key = hashlib.sha256(f"{where}|{settings.model}|{settings.chunk_tokens}".encode()).hexdigest()
+    if settings.backend != "torch":
+        key = hashlib.sha256(f"{key}|{settings.backend}".encode()).hexdigest()
     return Path(tempfile.gettempdir()) / "newsbot-eval" / key[:16]
 
 
@@ -239,8 +241,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if yes and no:
         threshold, answered, abstained = calibrate(yes, no)
         print(
-            f"abstention ({fusions[0]}): the best threshold here is {threshold:.3f}, answering {answered:.1%} "
-            f"of answerable and abstaining on {abstained:.1%} of unanswerable questions "
+            f"abstention ({fusions[0]}): the best threshold here is {threshold:.3f}, "
+            f"answering {answered:.1%} of answerable and abstaining on {abstained:.1%} of unanswerable "
             f"(the settings use {settings.abstain_threshold})"
         )
     if args.out:

@@ -49,7 +49,7 @@ class Settings:
     index: str = "auto"
     search_threads: int = 1
     # answer
-    abstain_threshold: float = 0.3
+    abstain_threshold: float = 0.55
     max_question_chars: int = 1000
     answer_sentences: int = 1
     # discord
