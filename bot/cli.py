@@ -160,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from bot.watch import run_watch
 
-    return run_watch(_settings(args), args.folders, args.feed, once=args.once)
+    return run_watch(_settings(args), args.folders, args.feed, once=args.once, wait=args.wait)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folders", nargs="*", metavar="FOLDER")
     p.add_argument("--feed", action="append", default=[], metavar="URL", help="an RSS or Atom feed to poll")
     p.add_argument("--once", action="store_true", help="one pass over folders and feeds, then exit")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a pass waits for another ingest on the same store (default 300)",
+    )
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("eval", help="measure retrieval and answer quality on a question file")

@@ -41,6 +41,7 @@ class NewsBot(commands.Bot):
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="newsbot")
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         self.refresh_index.change_interval(seconds=engine.settings.refresh_seconds)
+        self.watch_task: asyncio.Task[None] | None = None
 
     async def on_message(self, message: discord.Message, /) -> None:
         # Questions are handled by the Questions cog; there are no prefix commands to look for.
@@ -70,7 +71,8 @@ class NewsBot(commands.Bot):
             from bot.watch import Watcher
 
             self.watcher = Watcher(self.engine, self.engine.settings.article_dirs, self.engine.settings.feeds)
-            self.loop.create_task(self.watcher.run_async(self.run_blocking))
+            # Kept, so the task is not collected mid-run, and cancelled (which stops the watcher) on close.
+            self.watch_task = asyncio.create_task(self.watcher.run_async(), name="newsbot-watch")
 
     @tasks.loop(seconds=2.0)
     async def refresh_index(self) -> None:
@@ -94,6 +96,8 @@ class NewsBot(commands.Bot):
 
     async def close(self) -> None:
         self.refresh_index.cancel()
+        if self.watch_task is not None:
+            self.watch_task.cancel()
         await super().close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

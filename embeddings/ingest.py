@@ -159,6 +159,8 @@ class Ingestor:
     def finish(self) -> None:
         """Save the derived indexes for the store's generation, unless they are already there."""
         root, generation = self.store.root, self.store.generation
+        for stale in root.glob("vectors-*.tmp"):  # a save that was killed half-way; as big as the index
+            stale.unlink(missing_ok=True)
         have_dense = vector_index.index_file(root, generation).exists()
         have_keyword = (root / f"keyword-{generation}" / "ids.npy").exists()
         if have_dense and have_keyword:

@@ -191,9 +191,15 @@ class Store:
         return row[0] if row else None
 
     def find_same_story(self, article: Article) -> str | None:
-        """The id of a stored article with the same text, up to case and spacing."""
+        """The id of a stored article with the same text, up to case and spacing, held by another source.
+
+        An item's own stored version is not its twin: a new headline (or a fixed typo in the case) of an
+        article nobody else holds is a change to embed, not a duplicate to attach.
+        """
         row = self.db.execute(
-            "SELECT id FROM articles WHERE norm_hash = ? LIMIT 1", (normalized_hash(article.text),)
+            "SELECT a.id FROM articles a WHERE a.norm_hash = ? AND EXISTS "
+            "(SELECT 1 FROM sources s WHERE s.article_id = a.id AND s.item != ?) LIMIT 1",
+            (normalized_hash(article.text), article.id),
         ).fetchone()
         return row[0] if row else None
 
