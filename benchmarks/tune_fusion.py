@@ -137,9 +137,7 @@ def main() -> int:
             r5s.append(r5)
         print(
             f"| {options.fusion} | {options.rrf_k} | {options.dense_weight} | {options.keyword_weight} | "
-            f"{options.per_article} | "
-            + " | ".join(cells)
-            + f" | {np.mean(r5s):.3f} | {min(r5s):.3f} |"
+            f"{options.per_article} | " + " | ".join(cells) + f" | {np.mean(r5s):.3f} | {min(r5s):.3f} |"
         )
     return 0
 
