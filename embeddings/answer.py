@@ -41,7 +41,7 @@ FEATURES = (
 @dataclass(frozen=True)
 class AnswerOptions:
     # Abstain below this confidence: calibrated on the BBC dev set against off-topic questions.
-    threshold: float = 0.55
+    threshold: float = 0.6
     coverage_weight: float = 0.3
     candidates: int = 3
     citations: int = 3

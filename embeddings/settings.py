@@ -32,7 +32,7 @@ class Settings:
     store: Path = Path("data/store")
     # model
     model: str = "all-MiniLM-L6-v2"
-    backend: str = "torch"
+    backend: str = "onnx-int8"
     device: str = "auto"
     batch_size: int = 32
     # chunking
@@ -49,7 +49,7 @@ class Settings:
     index: str = "auto"
     search_threads: int = 1
     # answer
-    abstain_threshold: float = 0.55
+    abstain_threshold: float = 0.6
     max_question_chars: int = 1000
     answer_sentences: int = 1
     # discord

@@ -21,7 +21,8 @@ SEED = next(SAMPLES_DIR.glob("*.txt"))
 
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
-    return load_encoder()
+    defaults = load_settings(env={})
+    return load_encoder(defaults.model, defaults.backend, defaults.device)
 
 
 @pytest.fixture

@@ -361,15 +361,21 @@ def test_watch_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         env=env,
         cwd=Path(__file__).resolve().parent.parent,
     )
+    lines: list[str] = []
+    # The log lines are the signal that a pass ended: its index files appear a moment before them.
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")))  # type: ignore[union-attr]
+    reader.start()
     try:
-        wait_for(lambda: (store / "vectors-1.faiss").exists() or process.poll() is not None, timeout=120)
+        wait_for(lambda: any("folders:" in line for line in lines) or process.poll() is not None, timeout=120)
         (folder / "lighthouse.txt").write_text(LIGHTHOUSE_V1)
-        wait_for(lambda: (store / "vectors-2.faiss").exists() or process.poll() is not None, timeout=60)
+        wait_for(lambda: any("changes:" in line for line in lines) or process.poll() is not None, timeout=60)
         process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+        reader.join(timeout=10)
+    err = "".join(lines)
     assert process.returncode == 0, err
     assert "Traceback" not in err and "Ctrl-C stops" in err and err.rstrip().endswith("stopped")
     assert "folders: 1 added" in err and "changes: 1 added" in err
