@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +24,27 @@ from embeddings.articles import load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder, model_path
 from embeddings.keyword import KeywordIndex
-from embeddings.records import Article, Skip
+from embeddings.records import Article, Chunk, Skip
 from embeddings.retrieval import passage_texts
 from embeddings.settings import Settings
 from embeddings.store import Delta, Pending, Store, read_vectors
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Articles waiting to be embedded together, and the duplicates waiting for them."""
+
+    articles: list[tuple[Article, list[Chunk]]] = field(default_factory=list)
+    stories: set[str] = field(default_factory=set)
+    attach_later: list[Article] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, article: Article, chunks: list[Chunk], story: str) -> None:
+        self.articles.append((article, chunks))
+        self.stories.add(story)
+        self.size += len(chunks)
 
 
 @dataclass
@@ -87,55 +103,58 @@ class Ingestor:
         report = report or IngestReport()
         on_skip = on_skip or _log_skip
         started = time.perf_counter()
-        batch: list[tuple[Article, list]] = []
-        batch_size = 0
+        batch = Batch()
         seen: set[str] = set()
-        batch_stories: set[str] = set()
-        attach_later: list[Article] = []
+        # One batch is encoded on a worker thread while the next is read and chunked here; the
+        # encoder releases the GIL, so reading costs the encoder almost nothing.
+        in_flight: tuple[Batch, Future[np.ndarray]] | None = None
+        encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsbot-encode")
         bar = tqdm(desc="ingest", unit=" articles", disable=not progress, leave=False)
-        for item in items:
-            bar.update()
-            if isinstance(item, Skip):
-                on_skip(item)
-                report.skipped.append(item)
-                continue
-            if item.id in seen:
-                continue
-            seen.add(item.id)
-            if self.store.stored_hash(item.id) == item.content_hash:
-                report.unchanged += 1
-                continue
-            norm = normalized_hash(item.text)
-            if norm in batch_stories:
-                # Its twin is waiting in this batch: attach it once the twin is stored.
-                attach_later.append(item)
-                continue
-            if self.store.find_same_story(item) is not None:
-                self._write([Pending(item, origin_of(item))], report)
-                continue
-            batch_stories.add(norm)
-            chunks = chunk_article(
-                item,
-                self.tokenizer,
-                max_tokens=self.encoder.max_tokens,
-                chunk_tokens=self.settings.chunk_tokens,
-                overlap_sentences=self.settings.overlap_sentences,
-            )
-            if not chunks:
-                skip = Skip(item.source, "no sentences to index")
-                on_skip(skip)
-                report.skipped.append(skip)
-                continue
-            batch.append((item, chunks))
-            batch_size += len(chunks)
-            if batch_size >= batch_passages:
-                self._embed_and_write(batch, report)
-                self._attach(attach_later, report)
-                batch, batch_size, batch_stories, attach_later = [], 0, set(), []
-        if batch:
-            self._embed_and_write(batch, report)
-        self._attach(attach_later, report)
-        bar.close()
+        try:
+            for item in items:
+                bar.update()
+                if isinstance(item, Skip):
+                    on_skip(item)
+                    report.skipped.append(item)
+                    continue
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                if self.store.stored_hash(item.id) == item.content_hash:
+                    report.unchanged += 1
+                    continue
+                norm = normalized_hash(item.text)
+                if norm in batch.stories or (in_flight is not None and norm in in_flight[0].stories):
+                    # Its twin is waiting to be stored: attach it once the twin is.
+                    batch.attach_later.append(item)
+                    continue
+                if self.store.find_same_story(item) is not None:
+                    self._write([Pending(item, origin_of(item))], report)
+                    continue
+                chunks = chunk_article(
+                    item,
+                    self.tokenizer,
+                    max_tokens=self.encoder.max_tokens,
+                    chunk_tokens=self.settings.chunk_tokens,
+                    overlap_sentences=self.settings.overlap_sentences,
+                )
+                if not chunks:
+                    skip = Skip(item.source, "no sentences to index")
+                    on_skip(skip)
+                    report.skipped.append(skip)
+                    continue
+                batch.add(item, chunks, norm)
+                if batch.size >= batch_passages:
+                    self._land(in_flight, report)
+                    in_flight = (batch, encoding.submit(self._encode, batch))
+                    batch = Batch()
+            self._land(in_flight, report)
+            in_flight = None
+            if batch.articles or batch.attach_later:
+                self._land((batch, encoding.submit(self._encode, batch)), report)
+        finally:
+            encoding.shutdown(cancel_futures=True)
+            bar.close()
         report.seconds += time.perf_counter() - started
         return report
 
@@ -182,22 +201,31 @@ class Ingestor:
                 self._dense = vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
         return self._dense
 
-    def _embed_and_write(self, batch: list[tuple[Article, list]], report: IngestReport) -> None:
+    def _encode(self, batch: Batch) -> np.ndarray:
         texts: list[str] = []
-        for article, chunks in batch:
+        for article, chunks in batch.articles:
             title, _ = embed_title(self.tokenizer, article.title)
             texts.extend(embedding_text(title, c.text) for c in chunks)
+        return self.encoder.encode(texts, batch_size=self.settings.batch_size)
+
+    def _land(self, flight: tuple[Batch, Future[np.ndarray]] | None, report: IngestReport) -> None:
+        """Wait for a batch's vectors, store it, then the duplicates that waited for it."""
+        if flight is None:
+            return
+        batch, future = flight
         started = time.perf_counter()
-        vectors = self.encoder.encode(texts, batch_size=self.settings.batch_size)
+        vectors = future.result()
         report.embed_seconds += time.perf_counter() - started
         pending, offset = [], 0
-        for article, chunks in batch:
+        for article, chunks in batch.articles:
             pending.append(
                 Pending(article, origin_of(article), chunks, vectors[offset : offset + len(chunks)])
             )
             offset += len(chunks)
-        self._write(pending, report)
-        report.passages += len(texts)
+        if pending:
+            self._write(pending, report)
+        report.passages += len(vectors)
+        self._attach(batch.attach_later, report)
 
     def _attach(self, items: list[Article], report: IngestReport) -> None:
         if items:
