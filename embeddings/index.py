@@ -17,8 +17,9 @@ def choose_factory(count: int, factory: str = "auto") -> str:
         return factory
     if count <= EXACT_LIMIT:
         return "IDMap2,Flat"
+    # Full vectors in the lists: SQ8 codes saved memory but capped recall@10 at 0.956 at 1M passages.
     nlist = int(4 * np.sqrt(count))
-    return f"IVF{nlist},SQ8"
+    return f"IVF{nlist},Flat"
 
 
 def build_index(ids: np.ndarray, vectors: np.ndarray, dim: int, factory: str = "auto") -> faiss.Index:
@@ -33,7 +34,7 @@ def build_index(ids: np.ndarray, vectors: np.ndarray, dim: int, factory: str = "
     return index
 
 
-def tune(index: faiss.Index, nprobe: int = 32) -> None:
+def tune(index: faiss.Index, nprobe: int = 64) -> None:
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.nprobe = nprobe
