@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,8 +62,6 @@ def _token_ends(tokenizer: Tokenizer, text: str) -> list[int]:
 
 
 def _count(ends: Sequence[int], start: int, end: int) -> int:
-    from bisect import bisect_left, bisect_right
-
     return bisect_right(ends, end) - bisect_left(ends, start + 1)
 
 

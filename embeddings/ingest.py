@@ -97,7 +97,7 @@ class Ingestor:
         items: Iterable[Article | Skip],
         report: IngestReport | None = None,
         progress: bool = False,
-        batch_passages: int = 512,
+        batch_passages: int = 2048,
         on_skip: Callable[[Skip], None] | None = None,
     ) -> IngestReport:
         report = report or IngestReport()
