@@ -19,7 +19,7 @@ import numpy as np
 from embeddings import index as vector_index
 from embeddings.engine import Engine, search_options
 from embeddings.evaluate import context_articles, corpus_store, gold_article_ids, normalise, read_questions
-from embeddings.retrieval import Searcher, SearchOptions
+from embeddings.retrieval import Searcher, SearchOptions, fuse
 from embeddings.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,34 +50,12 @@ def collect(engine: Engine, qa: Path, depth: int) -> list[Candidates]:
     return out
 
 
-def fuse(c: Candidates, options: SearchOptions) -> list[int]:
-    dense_ids, dense_scores, keyword_ids, keyword_scores, _ = c
-    if options.fusion == "dense":
-        return dense_ids.tolist()
-    if options.fusion == "keyword":
-        return keyword_ids.tolist()
-    scores: dict[int, float] = {}
-    if options.fusion == "rrf":
-        for weight, ids in ((options.dense_weight, dense_ids), (options.keyword_weight, keyword_ids)):
-            for rank, chunk_id in enumerate(ids.tolist()):
-                scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (options.rrf_k + rank + 1)
-    else:
-        for weight, ids, raw in (
-            (options.dense_weight, dense_ids, dense_scores),
-            (options.keyword_weight, keyword_ids, keyword_scores),
-        ):
-            if len(raw) and raw[0] > 0:
-                for chunk_id, value in zip(ids.tolist(), (raw / raw[0]).tolist(), strict=True):
-                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * value
-    return [k for k, _ in sorted(scores.items(), key=lambda kv: -kv[1])]
-
-
 def measure(data: list[Candidates], options: SearchOptions) -> tuple[float, float]:
     r5 = mrr = 0.0
     for c in data:
         info = c[4]
         ranked, per_article = [], {}
-        for chunk_id in fuse(c, options):
+        for chunk_id, _score in fuse(c[0], c[1], c[2], c[3], options):
             if chunk_id not in info:
                 continue
             article, _ = info[chunk_id]

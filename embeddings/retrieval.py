@@ -45,6 +45,37 @@ class SearchOptions:
     depth: int = 50
 
 
+def fuse(
+    dense_ids: np.ndarray,
+    dense_scores: np.ndarray,
+    keyword_ids: np.ndarray,
+    keyword_scores: np.ndarray,
+    options: SearchOptions,
+) -> list[tuple[int, float]]:
+    """One ranking from the dense and keyword candidate lists (each best first), as ``options`` says."""
+    if options.fusion == "dense":
+        return list(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
+    if options.fusion == "keyword":
+        return list(zip(keyword_ids.tolist(), keyword_scores.tolist(), strict=True))
+    scores: dict[int, float] = {}
+    if options.fusion == "rrf":
+        for weight, ids in ((options.dense_weight, dense_ids), (options.keyword_weight, keyword_ids)):
+            for rank, chunk_id in enumerate(ids.tolist()):
+                scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (options.rrf_k + rank + 1)
+    elif options.fusion == "weighted":
+        # Each side scaled to [0, 1] by its best score, so neither scale dominates by accident.
+        for weight, ids, raw in (
+            (options.dense_weight, dense_ids, dense_scores),
+            (options.keyword_weight, keyword_ids, keyword_scores),
+        ):
+            if len(raw) and raw[0] > 0:
+                for chunk_id, value in zip(ids.tolist(), (raw / raw[0]).tolist(), strict=True):
+                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * value
+    else:
+        raise ValueError(f"fusion {options.fusion!r} is not one of {', '.join(FUSIONS)}")
+    return sorted(scores.items(), key=lambda item: -item[1])
+
+
 def passage_texts(db: sqlite3.Connection) -> tuple[np.ndarray, list[str]]:
     """Passage ids and the text BM25 indexes for them: the title, then the passage."""
     rows = db.execute(
@@ -128,27 +159,9 @@ class Searcher:
         self, question: str, dense_ids: np.ndarray, dense_scores: np.ndarray, options: SearchOptions
     ) -> list[tuple[int, float]]:
         if options.fusion == "dense":
-            return list(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
+            return fuse(dense_ids, dense_scores, dense_ids[:0], dense_scores[:0], options)
         keyword_scores, keyword_ids = self.keyword.search(question, options.depth)
-        if options.fusion == "keyword":
-            return list(zip(keyword_ids.tolist(), keyword_scores.tolist(), strict=True))
-        scores: dict[int, float] = {}
-        if options.fusion == "rrf":
-            for weight, ids in ((options.dense_weight, dense_ids), (options.keyword_weight, keyword_ids)):
-                for rank, chunk_id in enumerate(ids.tolist()):
-                    scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (options.rrf_k + rank + 1)
-        elif options.fusion == "weighted":
-            # Each side scaled to [0, 1] by its best score, so neither scale dominates by accident.
-            for weight, ids, raw in (
-                (options.dense_weight, dense_ids, dense_scores),
-                (options.keyword_weight, keyword_ids, keyword_scores),
-            ):
-                if len(raw) and raw[0] > 0:
-                    for chunk_id, value in zip(ids.tolist(), (raw / raw[0]).tolist(), strict=True):
-                        scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * value
-        else:
-            raise ValueError(f"fusion {options.fusion!r} is not one of {', '.join(FUSIONS)}")
-        return sorted(scores.items(), key=lambda item: -item[1])
+        return fuse(dense_ids, dense_scores, keyword_ids, keyword_scores, options)
 
     # -- rows of this snapshot --------------------------------------------------------------
     def chunk(self, chunk_id: int) -> Chunk | None:
