@@ -169,6 +169,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return eval_main(args, _settings(args))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    from embeddings.settings import PROJECT_ROOT
+
+    script = PROJECT_ROOT / "benchmarks" / f"{args.name}.py"
+    if not script.exists():
+        print(f"error: no benchmark {args.name!r} in {script.parent}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.argv = [str(script), *args.args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="newsbot", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion", action="append", help="compare these fusions (default: the settings')")
     p.add_argument("--out", help="also write the results as JSON here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="run a benchmark from benchmarks/ and print its table")
+    p.add_argument(
+        "name", help="ingest_ask, encoders, scale, startup, discord_latency, tune_fusion, tune_answer"
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (try --help)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

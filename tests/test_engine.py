@@ -181,3 +181,10 @@ def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code, out, _ = run_cli(capsys, "--store", store, "stats", "--json")
     stats = json.loads(out)
     assert stats["articles"] == 1 and stats["passages"] >= 3 and stats["model"] == "all-MiniLM-L6-v2"
+
+
+def test_bench_runs_a_benchmark_script_and_refuses_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "bench", "scale", "--help")
+    assert code == 0 and "recall@10" in out
+    code, _, err = run_cli(capsys, "bench", "nope")
+    assert code == 2 and "no benchmark 'nope'" in err
