@@ -254,3 +254,17 @@ async def test_serve_needs_a_token_and_never_logs_it(
     assert len(errors) == 1 and "Discord rejected the token" in errors[0]
     assert "Unclosed" not in err
     assert secret not in err and all(secret not in r.getMessage() for r in caplog.records)
+
+
+async def test_answer_channels_and_thread_mode(
+    server: FakeDiscord, settings: Settings, encoder: Encoder
+) -> None:
+    bot = make_bot(server, settings, encoder, answer_channels=(server.channel_id,), reply_in_thread=True)
+    async with server.running(bot):
+        # No mention needed in an answer channel; the answer goes to a new thread named after the question.
+        await server.send_message("Who opposed the ABM amendment?")
+        thread = await server.wait_for(lambda r: r.kind == "thread_create", timeout=30)
+        answer = await server.wait_for_message(lambda r: r.channel_id == thread.channel_id, timeout=30)
+    assert thread.body["name"] == "Who opposed the ABM amendment?"
+    assert "China and Russia" in answer.embeds[0]["description"] and no_pings(answer)
+    assert server.problems == []
