@@ -51,7 +51,6 @@ class Settings:
     # answer
     abstain_threshold: float = 0.6
     max_question_chars: int = 1000
-    answer_sentences: int = 1
     # discord
     guild_id: int | None = None
     answer_channels: tuple[int, ...] = ()
