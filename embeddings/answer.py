@@ -75,7 +75,7 @@ _YEAR_OR_DATE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(
-    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|thousand|million|billion)\b",
+    r"\d|\b(two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|billion)\b",
     re.IGNORECASE,
 )
 _NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-zA-Z'’-]+")
