@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,11 +31,6 @@ QUESTIONS = [
     "When was the ABM treaty signed?",
     "Who is the Chinese president?",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 async def run(count: int, store: Path) -> dict[str, list[float]]:
@@ -72,7 +68,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for route, values in times.items():
         print(
-            f"| {route} | {len(values)} | {statistics.median(values):.1f} | {percentile(values, 0.99):.1f} |"
+            f"| {route} | {len(values)} | {np.percentile(values, 50):.1f} | {np.percentile(values, 99):.1f} |"
         )
     return 0
 

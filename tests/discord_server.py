@@ -200,6 +200,15 @@ class Record:
         return self.payload.get("embeds") or []
 
     @property
+    def text(self) -> str:
+        """Everything a reader sees: content, then each embed's description and fields."""
+        parts = [self.content or ""]
+        for embed in self.embeds:
+            parts.append(embed.get("description", ""))
+            parts.extend(f"{f['name']}\n{f['value']}" for f in embed.get("fields", []))
+        return "\n".join(parts)
+
+    @property
     def components(self) -> list[dict[str, Any]]:
         return self.payload.get("components") or []
 

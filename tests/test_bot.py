@@ -55,14 +55,6 @@ def within_limits(record: Record) -> bool:
     )
 
 
-def text_of(record: Record) -> str:
-    parts = [record.content or ""]
-    for embed in record.embeds:
-        parts.append(embed.get("description", ""))
-        parts.extend(f"{f['name']}\n{f['value']}" for f in embed.get("fields", []))
-    return "\n".join(parts)
-
-
 async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
     server: FakeDiscord, settings: Settings, encoder: Encoder
 ) -> None:
@@ -70,7 +62,7 @@ async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
     async with server.running(bot):
         asked = await server.send_message(f"{server.bot_user.mention} Who opposed the ABM amendment?")
         reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
-    body = text_of(reply)
+    body = reply.text
     assert "China and Russia oppose any amendment" in reply.embeds[0]["description"]
     field = reply.embeds[0]["fields"][0]
     assert field["name"] == "[1] Russia, China to Discuss US Missile Plan"
@@ -121,7 +113,7 @@ async def test_quoted_mentions_in_articles_ping_nobody(
             "ask", {"question": "What did the club account post to fans?"}
         )
         answer = await server.wait_for_message(lambda r: r.interaction_id == interaction.id, timeout=30)
-    assert "everyone" in text_of(answer)
+    assert "everyone" in answer.text
     assert no_pings(answer)
     assert server.problems == []
 

@@ -392,14 +392,6 @@ async def server() -> AsyncIterator[FakeDiscord]:
         yield fake
 
 
-def text_of(record: Record) -> str:
-    parts = [record.content or ""]
-    for embed in record.embeds:
-        parts.append(embed.get("description", ""))
-        parts.extend(f"{f['name']}\n{f['value']}" for f in embed.get("fields", []))
-    return "\n".join(parts)
-
-
 @pytest.fixture
 def feed() -> Iterator[FeedServer]:
     server = FeedServer()
@@ -436,7 +428,7 @@ async def test_the_bot_answers_from_files_as_they_land_change_and_go(
     async def ask(question: str) -> str:
         interaction = await server.send_slash_command("ask", {"question": question})
         reply = await server.wait_for_message(lambda r: r.interaction_id == interaction.id, timeout=30)
-        return text_of(reply)
+        return reply.text
 
     async def until(what: str, question: str, ok: Callable[[str], bool]) -> str:
         started = time.monotonic()
@@ -509,8 +501,8 @@ async def test_the_bot_answers_from_files_as_they_land_change_and_go(
     assert sources == {ferry: ferry, str(folder / "ferry_copy.txt"): ferry}
     assert store_rows(engine, "SELECT COUNT(*) FROM articles WHERE id LIKE ?", f"{folder}%") == [(1,)]
     assert len(background) >= 3
-    assert all(r.embeds and "two-week strike" in text_of(r) for r in background), [
-        text_of(r) for r in background if "two-week strike" not in text_of(r)
+    assert all(r.embeds and "two-week strike" in r.text for r in background), [
+        r.text for r in background if "two-week strike" not in r.text
     ]
     assert server.problems == []
     assert bot.watch_task is not None and bot.watch_task.done()
