@@ -15,7 +15,7 @@ from pathlib import Path
 from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
-from embeddings.records import Answer, Article, Hit, Skip
+from embeddings.records import Answer, Article, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.store import DB_NAME, Store, read_generation
@@ -121,10 +121,6 @@ class Engine:
             # Questions still running on the old snapshot hold their own reference to it; its
             # SQLite connection closes when the last of them lets go.
         return True
-
-    def search(self, question: str) -> tuple[Searcher, list[Hit]]:
-        searcher = self.searcher
-        return searcher, searcher.search(question, search_options(self.settings))
 
     def ask(self, question: str) -> Answer:
         question = check_question(question, self.settings.max_question_chars)
