@@ -1,8 +1,9 @@
-"""Shared fixtures: the real model (loaded once), throwaway stores, and the optional shared data."""
+"""Shared fixtures: the real model (loaded once), throwaway stores, a loopback Discord, the shared data."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.engine import Engine
 from embeddings.settings import SAMPLES_DIR, Settings, load_settings
+from tests.discord_server import FakeDiscord
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SEED = next(SAMPLES_DIR.glob("*.txt"))
+HEARTBEAT = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +46,13 @@ def sample_engine(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) ->
     engine = Engine(settings, encoder)
     engine.ensure_default_corpus()
     return engine
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeDiscord]:
+    """A loopback Discord for the real discord.py client, heartbeating every HEARTBEAT seconds."""
+    async with FakeDiscord(heartbeat_interval=HEARTBEAT) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

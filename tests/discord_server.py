@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import enum
+import functools
 import json
 import logging
 import re
@@ -1363,6 +1364,7 @@ class FakeDiscord:
     def _routes(self) -> list[tuple[str, str, _Handler]]:
         channel = "/channels/{channel_id:\\d+}"
         message = channel + "/messages/{message_id:\\d+}"
+        reaction = message + "/reactions/{emoji}/@me"
         webhook = "/webhooks/{app_id:\\d+}/{token}"
         return [
             ("GET", "/users/@me", self._get_me),
@@ -1381,8 +1383,12 @@ class FakeDiscord:
             ("POST", message + "/threads", self._post_thread_from_message),
             ("POST", channel + "/threads", self._post_thread),
             ("POST", channel + "/typing", self._post_typing),
-            ("PUT", message + "/reactions/{emoji}/@me", self._put_reaction),
-            ("DELETE", message + "/reactions/{emoji}/@me", self._delete_reaction),
+            ("PUT", reaction, functools.partial(self._reaction, "reaction_add")),
+            (
+                "DELETE",
+                reaction,
+                functools.partial(self._reaction, "reaction_remove"),
+            ),
             ("POST", "/interactions/{interaction_id:\\d+}/{token}/callback", self._post_callback),
             ("POST", webhook, self._post_followup),
             ("GET", webhook + "/messages/{message_id}", self._get_webhook_message),
@@ -1585,20 +1591,10 @@ class FakeDiscord:
         self._record("typing", None, channel_id=channel_id)
         return web.Response(status=204)
 
-    async def _put_reaction(self, request: web.Request) -> web.Response:
+    async def _reaction(self, kind: RecordKind, request: web.Request) -> web.Response:
         message = self._message(request)
         self._record(
-            "reaction_add",
-            {"emoji": request.match_info["emoji"]},
-            channel_id=int(message["channel_id"]),
-            message_id=int(message["id"]),
-        )
-        return web.Response(status=204)
-
-    async def _delete_reaction(self, request: web.Request) -> web.Response:
-        message = self._message(request)
-        self._record(
-            "reaction_remove",
+            kind,
             {"emoji": request.match_info["emoji"]},
             channel_id=int(message["channel_id"]),
             message_id=int(message["id"]),

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,8 @@ from bot.render import CONTENT_LIMIT, EMBED_TOTAL_LIMIT, FIELD_VALUE_LIMIT, embe
 from embeddings.encoder import Encoder
 from embeddings.engine import Engine
 from embeddings.settings import Settings
+from tests.conftest import HEARTBEAT
 from tests.discord_server import CallbackType, FakeDiscord, Record
-
-HEARTBEAT = 0.5
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(heartbeat_interval=HEARTBEAT) as fake:
-        yield fake
 
 
 def make_bot(server: FakeDiscord, settings: Settings, encoder: Encoder, **changes: object) -> NewsBot:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -383,24 +383,11 @@ def test_watch_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- inside the bot
 
-HEARTBEAT = 0.5
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(heartbeat_interval=HEARTBEAT) as fake:
-        yield fake
-
 
 @pytest.fixture
 def feed() -> Iterator[FeedServer]:
-    server = FeedServer()
-    server.thread.start()
-    try:
+    with FeedServer() as server:
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 async def test_the_bot_answers_from_files_as_they_land_change_and_go(
