@@ -34,7 +34,7 @@ def collect(engine: Engine, qa: Path, depth: int) -> list[Candidates]:
     out = []
     for question, query in zip(questions, queries, strict=True):
         dense_scores, dense_ids = vector_index.search(searcher.dense, query, depth)
-        keyword_scores, keyword_ids = searcher.keyword.search(question.question, depth)
+        keyword_scores, keyword_ids = searcher.keyword_search(question.question, depth)
         gold = gold_article_ids(engine, question)
         answers = [normalise(a) for a in question.answers]
         info: dict[int, tuple[str, bool]] = {}

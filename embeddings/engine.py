@@ -7,9 +7,10 @@ next snapshot aside and swaps it in with one assignment, so questions in flight 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from embeddings.answer import AnswerOptions, answer, check_question
@@ -64,17 +65,37 @@ class Engine:
         progress: bool = False,
         wait: float = 0.0,
         on_skip: Callable[[Skip], None] | None = None,
+        ray: str | None = None,
     ) -> IngestReport:
+        """Ingest files and folders; with ``ray`` (an address, or "local"), embed on Ray Data."""
         store = self.open_store()
         try:
-            with store.writer(wait=wait):
+            with store.writer(wait=wait), self._ingest_encoder(ray) as encoder:
                 report = ingest_paths(
-                    paths, store, self.encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
+                    paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
         finally:
             store.close()
         self.refresh()
         return report
+
+    @contextlib.contextmanager
+    def _ingest_encoder(self, ray: str | None) -> Iterator[Encoder]:
+        """This process's encoder, or one on Ray for as long as the ingest runs (started once the
+        writer lock is held, so a busy store fails before Ray's start-up is paid for)."""
+        if ray is None:
+            yield self.encoder
+            return
+        from embeddings.ray_encoder import RayEncoder
+
+        with RayEncoder(
+            self.encoder,
+            model=self.settings.model,
+            backend=self.settings.backend,
+            device=self.settings.device,
+            address=ray,
+        ) as remote:
+            yield remote
 
     def ingest_items(self, items: Iterable[Article | Skip], *, wait: float = 0.0) -> IngestReport:
         """Ingest articles that did not come from files (feed entries, eval corpora)."""

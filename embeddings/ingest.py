@@ -2,8 +2,8 @@
 
 Unchanged articles cost a hash lookup; the same story from a second place is attached to the stored
 one without embedding; new and changed articles are embedded in large batches (the encoder is the
-bottleneck) and written one transaction per batch. The derived FAISS and BM25 files are brought up
-to the final generation at the end.
+bottleneck) and written one transaction per batch, keyword (FTS5) rows included. The FAISS index
+changes in memory with each batch and is saved once, for the final generation, at the end.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from embeddings import index as vector_index
 from embeddings.articles import load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder, model_path
-from embeddings.keyword import KeywordIndex
 from embeddings.records import Article, Chunk, Skip
-from embeddings.retrieval import passage_texts
 from embeddings.settings import Settings
 from embeddings.store import Delta, Pending, Store, read_vectors
 
@@ -176,17 +174,12 @@ class Ingestor:
             self._apply(delta, dense)
 
     def finish(self) -> None:
-        """Save the derived indexes for the store's generation, unless they are already there."""
+        """Save the FAISS index for the store's generation, unless it is already there."""
         root, generation = self.store.root, self.store.generation
         for stale in root.glob("vectors-*.tmp"):  # a save that was killed half-way; as big as the index
             stale.unlink(missing_ok=True)
-        have_dense = vector_index.index_file(root, generation).exists()
-        have_keyword = (root / f"keyword-{generation}" / "ids.npy").exists()
-        if have_dense and have_keyword:
-            return
-        vector_index.save_index(self.dense(), root, generation)
-        ids, texts = passage_texts(self.store.db)
-        KeywordIndex.build(ids, texts).save(root, generation)
+        if not vector_index.index_file(root, generation).exists():
+            vector_index.save_index(self.dense(), root, generation)
 
     # -- internals ----------------------------------------------------------------------------
     def dense(self) -> faiss.Index:

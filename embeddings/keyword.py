@@ -1,79 +1,76 @@
-"""The BM25 side: bm25s over the same passages as the vector index, saved per store generation."""
+"""The keyword side: BM25 over the passages with SQLite's FTS5, inside the store's own database.
+
+Keeping the keyword index in the same SQLite file as the passages means it changes in the same
+transactions: adding ten articles adds their rows and nothing else, a crash can never leave it out
+of step with the vectors' rows, and a reader's snapshot covers both. The table is contentless (the
+text already lives in ``articles``), so a passage is removed by handing FTS5 the text it indexed.
+"""
 
 from __future__ import annotations
 
-import logging
-import shutil
-from collections.abc import Sequence
-from pathlib import Path
+import sqlite3
+from collections.abc import Iterable, Sequence
 
 import bm25s
 import numpy as np
 import Stemmer
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)
+TABLE = "passages_fts"
+# Porter stemming and diacritics folding for the documents; the query goes through the same tokenizer.
+SCHEMA = (
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS {TABLE} USING fts5("
+    "text, content='', tokenize='porter unicode61 remove_diacritics 2')"
+)
 
 _STEMMER = Stemmer.Stemmer("english")
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    tokens = bm25s.tokenize(
+    """Stemmed words without stop words, for comparing a question's wording with sentences'."""
+    return bm25s.tokenize(
         list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
     )
-    return tokens
 
 
-class KeywordIndex:
-    """Top-k passages by BM25; ``ids[i]`` is the passage id of bm25s document ``i``."""
+def passage_text(title: str, passage: str) -> str:
+    """What BM25 sees of a passage: the article's title, then the passage."""
+    return f"{title}. {passage}"
 
-    def __init__(self, retriever: bm25s.BM25 | None, ids: np.ndarray) -> None:
-        self.retriever = retriever
-        self.ids = ids
 
-    @classmethod
-    def build(cls, ids: np.ndarray, texts: Sequence[str]) -> KeywordIndex:
-        if not len(ids):
-            return cls(None, ids)
-        retriever = bm25s.BM25()
-        retriever.index(tokenize(texts), show_progress=False)
-        return cls(retriever, np.asarray(ids, dtype=np.int64))
+def index_passages(db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
+    """Add (passage id, text) rows; the caller's transaction makes them visible with the passages."""
+    db.executemany(f"INSERT INTO {TABLE} (rowid, text) VALUES (?, ?)", rows)
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and passage ids, best first; passages sharing no term with the query are left out."""
-        tokens = tokenize([query])
-        if self.retriever is None or not tokens[0]:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        vocab = self.retriever.vocab_dict
-        known = [t for t in tokens[0] if t in vocab]
-        if not known:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
-        docs, scores = self.retriever.retrieve(
-            [known], k=min(k, len(self.ids)), show_progress=False, n_threads=1
-        )
-        keep = scores[0] > 0
-        return scores[0][keep].astype(np.float32), self.ids[docs[0][keep]]
 
-    def save(self, root: Path, generation: int) -> None:
-        if self.retriever is None:
-            return
-        path = root / f"keyword-{generation}"
-        tmp = root / f"keyword-{generation}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.retriever.save(str(tmp), show_progress=False)
-        np.save(tmp / "ids.npy", self.ids)
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
-        for old in root.glob("keyword-*"):
-            if old != path:
-                shutil.rmtree(old, ignore_errors=True)
+def unindex_passages(db: sqlite3.Connection, rows: Iterable[tuple[int, str]]) -> None:
+    """Remove (passage id, text) rows; ``text`` must be exactly what :func:`index_passages` was given."""
+    db.executemany(f"INSERT INTO {TABLE} ({TABLE}, rowid, text) VALUES ('delete', ?, ?)", rows)
 
-    @classmethod
-    def load(cls, root: Path, generation: int) -> KeywordIndex | None:
-        path = root / f"keyword-{generation}"
-        if not (path / "ids.npy").exists():
-            return None
-        try:
-            retriever = bm25s.BM25.load(str(path), mmap=True, show_progress=False)
-            return cls(retriever, np.load(path / "ids.npy", mmap_mode="r"))
-        except (OSError, ValueError):
-            return None
+
+def match_query(question: str) -> str | None:
+    """An FTS5 query matching passages that share any content word with the question."""
+    tokens = bm25s.tokenize([question], stopwords="en", return_ids=False, show_progress=False)
+    words = dict.fromkeys(tokens[0])
+    if not words:
+        return None
+    # Tokens are runs of word characters, so quoting each one is all the escaping FTS5 needs.
+    return " OR ".join(f'"{word}"' for word in words)
+
+
+def search(db: sqlite3.Connection, question: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """BM25 scores (higher is better) and passage ids, best first."""
+    query = match_query(question)
+    if query is None or k <= 0:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    rows = db.execute(
+        f"SELECT rowid, -bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ? ORDER BY rank LIMIT ?",
+        (query, k),
+    ).fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((r[1] for r in rows), dtype=np.float32, count=len(rows))
+    return scores, ids
+
+
+def indexed_ids(db: sqlite3.Connection) -> list[int]:
+    """Every passage id in the keyword index (for integrity checks)."""
+    return [r[0] for r in db.execute(f"SELECT rowid FROM {TABLE}")]

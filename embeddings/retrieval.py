@@ -1,13 +1,13 @@
 """Searcher: an immutable snapshot of the store that answers top-k passage queries.
 
-A Searcher holds one SQLite read transaction open for its whole life, and the FAISS and BM25
-indexes of exactly that generation, so every answer comes from one state of the store even while an
-ingest writes the next one. The bot swaps in a new Searcher when the generation moves on.
+A Searcher holds one SQLite read transaction open for its whole life (which covers the passages and
+their BM25 index) and the FAISS index of exactly that generation, so every answer comes from one
+state of the store even while an ingest writes the next one. The bot swaps in a new Searcher when
+the generation moves on.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,8 +17,8 @@ import faiss
 import numpy as np
 
 from embeddings import index as vector_index
+from embeddings import keyword
 from embeddings.encoder import Encoder
-from embeddings.keyword import KeywordIndex
 from embeddings.records import Article, Chunk, Hit
 from embeddings.store import (
     ARTICLE_COLUMNS,
@@ -76,26 +76,6 @@ def fuse(
     return sorted(scores.items(), key=lambda item: -item[1])
 
 
-def passage_texts(db: sqlite3.Connection) -> tuple[np.ndarray, list[str]]:
-    """Passage ids and the text BM25 indexes for them: the title, then the passage."""
-    rows = db.execute(
-        "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
-        "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.id"
-    ).fetchall()
-    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [
-        f"{r[1]}. {r[2]}" for r in rows
-    ]
-
-
-def build_derived(
-    db: sqlite3.Connection, dim: int, factory: str = "auto"
-) -> tuple[faiss.Index, KeywordIndex]:
-    ids, vectors = read_vectors(db, dim)
-    dense = vector_index.build_index(ids, vectors, dim, factory)
-    keyword_ids, texts = passage_texts(db)
-    return dense, KeywordIndex.build(keyword_ids, texts)
-
-
 class Searcher:
     def __init__(self, root: Path, encoder: Encoder, *, factory: str = "auto", threads: int = 1) -> None:
         self.root = Path(root)
@@ -111,12 +91,11 @@ class Searcher:
         )
         self._lock = threading.Lock()
         dense = vector_index.load_index(self.root, self.generation)
-        keyword = KeywordIndex.load(self.root, self.generation)
-        if dense is None or keyword is None:
+        if dense is None:
             # No saved index for this generation (an ingest crashed or is still writing it): derive it.
-            dense, keyword = build_derived(self._db, encoder.dim, factory)
+            ids, vectors = read_vectors(self._db, encoder.dim)
+            dense = vector_index.build_index(ids, vectors, encoder.dim, factory)
         self.dense = dense
-        self.keyword = keyword
         self._articles: OrderedDict[str, Article] = OrderedDict()
         faiss.omp_set_num_threads(threads)
 
@@ -160,10 +139,15 @@ class Searcher:
     ) -> list[tuple[int, float]]:
         if options.fusion == "dense":
             return fuse(dense_ids, dense_scores, dense_ids[:0], dense_scores[:0], options)
-        keyword_scores, keyword_ids = self.keyword.search(question, options.depth)
+        keyword_scores, keyword_ids = self.keyword_search(question, options.depth)
         return fuse(dense_ids, dense_scores, keyword_ids, keyword_scores, options)
 
     # -- rows of this snapshot --------------------------------------------------------------
+    def keyword_search(self, question: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 scores and passage ids, best first."""
+        with self._lock:
+            return keyword.search(self._db, question, k)
+
     def chunk(self, chunk_id: int) -> Chunk | None:
         with self._lock:
             row = self._db.execute(

@@ -1,9 +1,9 @@
-"""The on-disk store: SQLite is the truth, the FAISS and BM25 files are derived from it.
+"""The on-disk store: SQLite is the truth, the FAISS file is derived from it.
 
-Articles, their sources, passages and passage vectors live in one SQLite database, written one
-transaction per batch, so a crash leaves every article in its old or its new state. Each write
-bumps a generation number; the derived index files carry the generation they were built from in
-their names, and a reader that finds none for its generation rebuilds them from SQLite.
+Articles, their sources, passages, passage vectors and the BM25 (FTS5) index of the passages live in
+one SQLite database, written one transaction per batch, so a crash leaves every article in its old
+or its new state. Each write bumps a generation number; the FAISS file carries the generation it was
+built from in its name, and a reader that finds none for its generation rebuilds it from SQLite.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embeddings import keyword
 from embeddings.articles import normalized_hash
 from embeddings.records import Article, Chunk
 
@@ -42,6 +43,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks (article_id, ordinal);
 """
+
+# Each passage's id and the text BM25 indexed for it, selected by a WHERE clause on ``c``.
+PASSAGE_TEXTS = (
+    "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
+    "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE "
+)
 
 DB_NAME = "newsbot.sqlite"
 LOCK_NAME = "write.lock"
@@ -115,6 +122,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
+            self.db.execute(keyword.SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open store {self.root}: {err}") from None
         self._check_model()
@@ -249,6 +257,10 @@ class Store:
             )
             assert pending.vectors is not None and len(pending.vectors) == len(pending.chunks)
             vectors = np.ascontiguousarray(pending.vectors, dtype=np.float32)
+            ids = ",".join(str(c.id) for c in pending.chunks)
+            # A passage stored before (the same version written again) must leave both indexes
+            # before it is added back, or it would be counted twice.
+            delta.removed_ids.extend(_unindex(db, f"c.id IN ({ids})"))
             db.executemany(
                 "INSERT OR REPLACE INTO chunks (id, article_id, ordinal, start, end, vector) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -256,6 +268,9 @@ class Store:
                     (c.id, target, c.ordinal, c.start, c.end, v.tobytes())
                     for c, v in zip(pending.chunks, vectors, strict=False)
                 ],
+            )
+            keyword.index_passages(
+                db, ((c.id, keyword.passage_text(item.title, c.text)) for c in pending.chunks)
             )
             delta.added_ids.extend(c.id for c in pending.chunks)
             delta.added_vectors.append(vectors)
@@ -273,10 +288,9 @@ class Store:
 
     @staticmethod
     def _delete_article(db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
-        ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))]
+        delta.removed_ids.extend(_unindex(db, "c.article_id = ?", (article_id,)))
         db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
         db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
-        delta.removed_ids.extend(ids)
 
     def remove_items(self, items: Iterable[str]) -> tuple[int, Delta]:
         """Forget these sources; articles left without any source leave the store."""
@@ -318,6 +332,19 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _passage_texts(db: sqlite3.Connection, where: str, args: Sequence = ()) -> list[tuple[int, str]]:
+    rows = db.execute(PASSAGE_TEXTS + where, args).fetchall()
+    return [(r[0], keyword.passage_text(r[1], r[2])) for r in rows]
+
+
+def _unindex(db: sqlite3.Connection, where: str, args: Sequence = ()) -> list[int]:
+    """Take passages out of the keyword index while their rows still say what text it was given;
+    their ids."""
+    rows = _passage_texts(db, where, args)
+    keyword.unindex_passages(db, rows)
+    return [chunk_id for chunk_id, _ in rows]
 
 
 def read_generation(root: Path) -> int:

@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from embeddings import index as vector_index
+from embeddings import keyword
 from embeddings.articles import load_paths, normalized_hash
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.engine import Engine
@@ -121,6 +122,7 @@ class Snapshot:
     articles: dict[str, tuple[str, str]]  # id -> (content_hash, text)
     sources: dict[str, str]  # item -> article id
     chunks: dict[int, tuple[str, bytes]]  # id -> (article id, vector)
+    keyword_ids: list[int]  # passages in the BM25 (FTS5) index
 
 
 def snapshot(root: Path, encoder: Encoder) -> Snapshot:
@@ -134,9 +136,12 @@ def snapshot(root: Path, encoder: Encoder) -> Snapshot:
                 {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, content_hash, text FROM articles")},
                 dict(db.execute("SELECT item, article_id FROM sources").fetchall()),
                 {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, article_id, vector FROM chunks")},
+                keyword.indexed_ids(db),
             )
         finally:
             db.execute("COMMIT")
+            # FTS5's own check that its index matches what was inserted and deleted.
+            db.execute(f"INSERT INTO {keyword.TABLE} ({keyword.TABLE}, rank) VALUES ('integrity-check', 1)")
     finally:
         store.close()
 
@@ -163,6 +168,7 @@ def check_store(
         vector = np.frombuffer(blob, dtype=np.float32)
         assert vector.shape == (encoder.dim,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-3, chunk_id
         assert article_id in snap.articles, f"passage {chunk_id} of a missing article"
+    assert sorted(snap.keyword_ids) == sorted(snap.chunks), "BM25 index != passage rows"
     with_chunks = {article_id for article_id, _ in snap.chunks.values()}
     held = set(snap.sources.values())
     for article_id in snap.articles:
@@ -177,7 +183,6 @@ def check_store(
         try:
             assert searcher.generation == snap.generation
             check_index(searcher.dense, snap, "the Searcher's index")
-            assert sorted(searcher.keyword.ids.tolist()) == sorted(snap.chunks), "BM25 ids != passage rows"
         finally:
             searcher.close()
     # Every file: its old or its new state, never a mix; files in both states are never lost.
@@ -446,10 +451,7 @@ def test_sigkill_at_random_moments_never_breaks_the_store(
             clock = time.monotonic()
             after_kill = check_store(root, encoder, before, after, folder)
             checking += time.monotonic() - clock
-            saved = (
-                vector_index.index_file(root, after_kill.generation).exists()
-                and (root / f"keyword-{after_kill.generation}" / "ids.npy").exists()
-            )
+            saved = vector_index.index_file(root, after_kill.generation).exists()
             if after_kill.generation == snap.generation:
                 kills["before any write"] += 1
             elif not saved:
@@ -470,8 +472,8 @@ def test_sigkill_at_random_moments_never_breaks_the_store(
 
     # Back at version 1: the store equals the clean ingest of that folder, passage ids and vectors too.
     final, clean = snapshot(root, encoder), snapshot(reference.store_path, encoder)
-    derived = sorted(p.name for p in root.iterdir() if p.name.startswith(("vectors-", "keyword-")))
-    assert derived == [f"keyword-{final.generation}", f"vectors-{final.generation}.faiss"], derived
+    derived = sorted(p.name for p in root.iterdir() if p.name.startswith("vectors-"))
+    assert derived == [f"vectors-{final.generation}.faiss"], derived
     assert final.articles == clean.articles and final.sources == clean.sources
     assert final.chunks.keys() == clean.chunks.keys()
     for chunk_id, (article_id, blob) in final.chunks.items():

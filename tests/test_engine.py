@@ -117,6 +117,7 @@ def test_a_changed_article_replaces_its_passages_and_a_removed_one_leaves(
     )
     engine.ingest([folder])
     assert "Elm Street" in engine.ask("Which bridge did the Riverton mayor open?").text
+    assert len(engine.searcher.keyword_search("elm", 5)[1]) == 1
     story.write_text(
         "Mayor opens bridge\n\nThe mayor of Riverton opened the new Oak Avenue bridge on Tuesday.\n"
     )
@@ -125,10 +126,14 @@ def test_a_changed_article_replaces_its_passages_and_a_removed_one_leaves(
     answer = engine.ask("Which bridge did the Riverton mayor open?")
     assert "Oak Avenue" in answer.text
     assert all("Elm Street" not in c.passage for c in answer.citations)
+    # The keyword index follows: the old wording is gone from it, the new is found.
+    assert len(engine.searcher.keyword_search("elm", 5)[1]) == 0
+    assert len(engine.searcher.keyword_search("oak avenue", 5)[1]) == 1
     story.unlink()
     report = engine.ingest([folder], prune=True)
     assert report.removed == 1
     assert engine.searcher.size == 0
+    assert len(engine.searcher.keyword_search("oak avenue", 5)[1]) == 0
 
 
 def test_the_same_story_from_two_places_is_stored_once(engine: Engine, tmp_path: Path) -> None:
