@@ -41,7 +41,7 @@ def collect(engine: Engine, qa_files: list[Path], candidates: int) -> list[tuple
     out = []
     for question, query in zip(questions, queries, strict=True):
         hits = engine.searcher.search(question.question, options, query)
-        spans, features = sentence_features(question.question, query, hits, engine.encoder, candidates)
+        spans, features = sentence_features(question.question, query, hits, candidates)
         answers = [normalise(a) for a in question.answers]
         labels = np.array(
             [any(a in normalise(h.chunk.text[s:e]) for a in answers) for h, s, e in spans], dtype=bool

@@ -1,22 +1,22 @@
 """From retrieved passages to a short answer: pick the sentence that answers, cite where it came from.
 
 There is no generative model: the answer is a sentence quoted from an article. Each sentence of the
-leading passages is scored by its meaning (cosine to the question), by the question's keywords it
-contains, and by the rank of its passage. When even the best passage is a weak match, the answer
-says so and lists the closest passages instead of pretending.
+leading passages is scored by its meaning (cosine between the question and the sentence vector pooled
+at ingest), by the question's keywords it and its neighbours contain, and by what kind of answer the
+question asks for. Nothing is encoded here but the question, which the search already did. When even
+the best passage is a weak match, the answer says so and lists the closest passages instead of
+pretending.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from embeddings.chunking import sentence_spans
-from embeddings.encoder import Encoder
-from embeddings.keyword import tokenize
+from embeddings.keyword import question_terms, tokenize
 from embeddings.records import Answer, Citation, Hit
 
 NOT_FOUND = "The articles do not say."
@@ -41,12 +41,12 @@ FEATURES = (
 @dataclass(frozen=True)
 class AnswerOptions:
     # Abstain below this confidence: calibrated on the BBC dev set against off-topic questions.
-    threshold: float = 0.6
-    coverage_weight: float = 0.3
+    threshold: float = 0.83
+    coverage_weight: float = 0.5
     candidates: int = 3
     citations: int = 3
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
-    weights: tuple[float, ...] = (1.0, 1.6, 0.0, 0.5, 0.1, 0.5, 0.4)
+    weights: tuple[float, ...] = (1.0, 0.6, 0.0, 0.2, 0.0, 0.5, 0.2)
 
 
 @dataclass(frozen=True)
@@ -98,27 +98,31 @@ def expected_type(question: str) -> re.Pattern[str] | None:
 
 
 def sentence_features(
-    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, candidates: int
+    question: str, query: np.ndarray, hits: Sequence[Hit], candidates: int
 ) -> tuple[list[tuple[Hit, int, int]], np.ndarray]:
     """Each distinct sentence of the leading passages, and its features (one row, FEATURES order)."""
     spans: list[tuple[Hit, int, int]] = []
+    vectors: list[np.ndarray] = []
     seen: set[tuple[str, int]] = set()
     for hit in hits[:candidates]:
-        for a, b in sentence_spans(hit.chunk.text):
+        chunk = hit.chunk
+        assert chunk.sentence_vectors is not None, "a passage read from a store has sentence vectors"
+        for (a, b), vector in zip(chunk.sentences, chunk.sentence_vectors, strict=True):
             # Overlapping passages share sentences: score each sentence of an article once.
-            key = (hit.chunk.article_id, hit.chunk.start + a)
+            key = (chunk.article_id, chunk.start + a)
             if key not in seen:
                 seen.add(key)
                 spans.append((hit, a, b))
+                vectors.append(vector)
     if not spans:
         return spans, np.zeros((0, len(FEATURES)), dtype=np.float32)
     texts = [hit.chunk.text[a:b] for hit, a, b in spans]
-    cosines = encoder.encode(texts) @ query
-    question_terms = set(tokenize([question])[0])
+    cosines = np.stack(vectors) @ query
+    asked = question_terms(question)
     sentence_terms = [set(t) for t in tokenize(texts)]
     # Terms rare among the candidate sentences say more about which one answers: a local IDF.
     n = len(texts)
-    idf = {t: np.log(1 + n / (1 + sum(t in terms for terms in sentence_terms))) for t in question_terms}
+    idf = {t: np.log(1 + n / (1 + sum(t in terms for terms in sentence_terms))) for t in asked}
     total = sum(idf.values()) or 1.0
     pattern = expected_type(question)
     question_lower = question.lower()
@@ -126,25 +130,25 @@ def sentence_features(
     for i, ((hit, _, _), text, terms, cosine) in enumerate(
         zip(spans, texts, sentence_terms, cosines, strict=True)
     ):
-        keywords = sum(idf[t] for t in question_terms & terms) / total
+        keywords = sum(idf[t] for t in asked & terms) / total
         # Questions often name what the previous or next sentence says ("He said ..." answers).
         window = terms.union(
             *(sentence_terms[j] for j in (i - 1, i + 1) if 0 <= j < n and spans[j][0] is hit)
         )
-        context = sum(idf[t] for t in question_terms & window) / total
+        context = sum(idf[t] for t in asked & window) / total
         typed = 0.0
         if pattern is not None:
             typed = float(any(m.group(0).lower() not in question_lower for m in pattern.finditer(text)))
-        novelty = float(len(terms - question_terms) >= 3)
+        novelty = float(len(terms - asked) >= 3)
         rows.append((float(cosine), keywords, 1.0 / hit.rank, typed, novelty, hit.dense_score, context))
     return spans, np.asarray(rows, dtype=np.float32)
 
 
 def score_sentences(
-    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, options: AnswerOptions
+    question: str, query: np.ndarray, hits: Sequence[Hit], options: AnswerOptions
 ) -> list[Sentence]:
     """Every sentence of the leading passages with its score, best first."""
-    spans, features = sentence_features(question, query, hits, encoder, options.candidates)
+    spans, features = sentence_features(question, query, hits, options.candidates)
     if not spans:
         return []
     scores = features @ np.asarray(options.weights, dtype=np.float32)
@@ -156,31 +160,47 @@ def score_sentences(
 
 
 def answer_confidence(
-    question: str, hits: Sequence[Hit], sentences: Sequence[Sentence], options: AnswerOptions
+    question: str,
+    hits: Sequence[Hit],
+    sentences: Sequence[Sentence],
+    idf: Mapping[str, float],
+    options: AnswerOptions,
 ) -> float:
     """How sure the articles hold an answer: the closest sentence's cosine, plus how much of the
-    question's wording the leading passages contain. Both mean the same whatever the corpus size,
-    unlike BM25 scores, so one threshold serves a single article and thousands alike."""
+    question's wording one leading passage contains, each word weighted by its rarity in the corpus.
+
+    A question about something no article covers usually names a rare thing no passage holds (a
+    person, a place, a year), and that weighs more than the common words it shares with many.
+    Coverage is a share, and cosines are bounded, so one threshold serves a single article and
+    thousands alike, unlike raw BM25 scores.
+    """
     if not sentences:
         return 0.0
-    terms = set(tokenize([question])[0])
+    terms = question_terms(question)
     coverage = 0.0
-    if terms:
+    total = sum(idf.get(t, 0.0) for t in terms)
+    if total > 0:
         coverage = max(
-            len(terms & set(words)) / len(terms)
+            sum(idf.get(t, 0.0) for t in terms & set(words)) / total
             for words in tokenize([f"{hit.article.title} {hit.chunk.text}" for hit in hits])
         )
     return max(s.cosine for s in sentences) + options.coverage_weight * coverage
 
 
 def answer(
-    question: str, query: np.ndarray, hits: Sequence[Hit], encoder: Encoder, options: AnswerOptions
+    question: str,
+    query: np.ndarray,
+    hits: Sequence[Hit],
+    idf: Mapping[str, float],
+    options: AnswerOptions,
 ) -> Answer:
-    """The best sentence with its citations, or "the articles do not say" and the closest passages."""
+    """The best sentence with its citations, or "the articles do not say" and the closest passages.
+
+    ``idf`` is the corpus rarity of the question's terms (see :meth:`Searcher.idf`)."""
     if not hits:
         return Answer(question, False, NOT_FOUND)
-    sentences = score_sentences(question, query, hits, encoder, options)
-    confidence = answer_confidence(question, hits[: options.candidates], sentences, options)
+    sentences = score_sentences(question, query, hits, options)
+    confidence = answer_confidence(question, hits[: options.candidates], sentences, idf, options)
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)

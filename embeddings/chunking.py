@@ -145,6 +145,7 @@ def chunk_article(
             start=units[a].start,
             end=units[b - 1].end,
             text=article.text[units[a].start : units[b - 1].end],
+            sentences=tuple((u.start - units[a].start, u.end - units[a].start) for u in units[a:b]),
         )
         for ordinal, (a, b) in enumerate(windows)
     ]

@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,9 +35,40 @@ class Encoder(Protocol):
         """Unit-length float32 vectors, one row per text."""
         ...
 
+    def encode_spans(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`encode`'s vectors, and a unit vector for each character span of each text (all
+        spans, text by text), read in the context of the whole text in the same pass."""
+        ...
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, without the [CLS]/[SEP] the model adds."""
         ...
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def pool_spans(
+    hidden: np.ndarray, offsets: np.ndarray, real: np.ndarray, spans: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """Unit mean vectors of the tokens inside each character span.
+
+    ``hidden`` holds one text's token states, ``offsets`` each token's character range and ``real``
+    which tokens are words rather than [CLS], [SEP] or padding. Sentence vectors pooled this way cost
+    nothing at ingest beyond the passage's own pass, and on the development sets pick answer
+    sentences as well as encoding each sentence on its own did (docs/quality.md). A span holding no
+    token (truncated away) gets the whole text's vector.
+    """
+    whole = hidden[real].mean(axis=0)
+    rows = np.empty((len(spans), hidden.shape[1]), dtype=np.float32)
+    for i, (start, end) in enumerate(spans):
+        inside = real & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+        rows[i] = hidden[inside].mean(axis=0) if inside.any() else whole
+    return unit_rows(rows)
 
 
 def model_path(model: str) -> Path:
@@ -75,6 +106,7 @@ class TorchEncoder:
         self.dim = self._model.get_embedding_dimension() or 0
         self.max_tokens = self._model.max_seq_length or 256
         self._tokenizer = self._model.tokenizer
+        self._device = device
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -89,6 +121,43 @@ class TorchEncoder:
                 show_progress_bar=False,
             )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_spans(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        # The model behind sentence-transformers' Transformer module: its token states are needed,
+        # and sentence-transformers' own pooling (mean over the attention mask) is redone below.
+        transformer: Any = self._model[0].auto_model
+        vectors, pooled = [], []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                batch = self._tokenizer(
+                    list(texts[start : start + batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_offsets_mapping=True,
+                    return_special_tokens_mask=True,
+                    return_tensors="np",
+                )
+                feed = {
+                    k: torch.from_numpy(batch[k]).to(self._device)
+                    for k in ("input_ids", "attention_mask", "token_type_ids")
+                    if k in batch
+                }
+                hidden = transformer(**feed).last_hidden_state.float().cpu().numpy()
+                mask = batch["attention_mask"].astype(bool)
+                vectors.append(
+                    unit_rows(np.stack([h[m].mean(axis=0) for h, m in zip(hidden, mask, strict=True)]))
+                )
+                real = mask & ~batch["special_tokens_mask"].astype(bool)
+                for i, text_spans in enumerate(spans[start : start + batch_size]):
+                    pooled.append(pool_spans(hidden[i], batch["offset_mapping"][i], real[i], text_spans))
+        if not vectors:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, self.dim), np.float32)
+        return np.concatenate(vectors), np.concatenate(pooled)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:

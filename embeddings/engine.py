@@ -19,7 +19,7 @@ from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
-from embeddings.store import DB_NAME, Store, read_generation
+from embeddings.store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Engine:
         """Swap in a snapshot of the store's newest generation; True when it changed."""
         with self._refresh_lock:
             current = self._searcher
-            if current is not None and current.generation == read_generation(self.store_path):
+            if current is not None and current.is_current():
                 return False
             fresh = Searcher(
                 self.store_path,
@@ -148,4 +148,4 @@ class Engine:
         searcher = self.searcher
         query = searcher.embed_query(question)
         hits = searcher.search(question, search_options(self.settings), query)
-        return answer(question, query, hits, self.encoder, answer_options(self.settings))
+        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings))

@@ -154,7 +154,8 @@ def evaluate(
         started = time.perf_counter()
         for question, query, gold in zip(questions, queries, golds, strict=True):
             hits = searcher.search(question.question, search, query)
-            result = answer(question.question, query, hits[: engine.settings.top_k], engine.encoder, options)
+            idf = searcher.idf(question.question)
+            result = answer(question.question, query, hits[: engine.settings.top_k], idf, options)
             if question.answerable:
                 answerable += 1
                 conf_yes.append(result.confidence)

@@ -23,6 +23,7 @@ from embeddings import index as vector_index
 from embeddings.articles import load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder, model_path
+from embeddings.keyword import KeywordWriter
 from embeddings.records import Article, Chunk, Skip
 from embeddings.settings import Settings
 from embeddings.store import Delta, Pending, Store, read_vectors
@@ -43,6 +44,10 @@ class Batch:
         self.articles.append((article, chunks))
         self.stories.add(story)
         self.size += len(chunks)
+
+
+# A batch being encoded on the worker thread: its passage and sentence vectors, when they come.
+Flight = tuple[Batch, Future[tuple[np.ndarray, np.ndarray]]]
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Ingestor:
         self.settings = settings
         self.tokenizer = load_tokenizer(model_path(settings.model))
         self._dense: faiss.Index | None = None  # loaded on first write
+        self._keyword: KeywordWriter | None = None
 
     # -- the public steps ---------------------------------------------------------------------
     def ingest(
@@ -105,7 +111,7 @@ class Ingestor:
         seen: set[str] = set()
         # One batch is encoded on a worker thread while the next is read and chunked here; the
         # encoder releases the GIL, so reading costs the encoder almost nothing.
-        in_flight: tuple[Batch, Future[np.ndarray]] | None = None
+        in_flight: Flight | None = None
         encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsbot-encode")
         bar = tqdm(desc="ingest", unit=" articles", disable=not progress, leave=False)
         try:
@@ -168,20 +174,29 @@ class Ingestor:
                 continue
             gone.extend(item for item in items if not path.exists() or item not in seen_items)
         if gone:
-            dense = self.dense()
+            dense, keyword = self.dense(), self.keyword()
             removed, delta = self.store.remove_items(gone)
             report.removed += removed
-            self._apply(delta, dense)
+            self._apply(delta, dense, keyword)
 
     def finish(self) -> None:
-        """Save the FAISS index for the store's generation, unless it is already there."""
+        """Save the FAISS index for the store's generation, unless it is already there, and leave the
+        keyword index caught up with it."""
         root, generation = self.store.root, self.store.generation
         for stale in root.glob("vectors-*.tmp"):  # a save that was killed half-way; as big as the index
             stale.unlink(missing_ok=True)
         if not vector_index.index_file(root, generation).exists():
             vector_index.save_index(self.dense(), root, generation)
+        self.keyword().close()
+        self._keyword = None
 
     # -- internals ----------------------------------------------------------------------------
+    def keyword(self) -> KeywordWriter:
+        if self._keyword is None:
+            self._keyword = KeywordWriter(self.store.root)
+            self._keyword.catch_up(self.store.db, self.store.generation)
+        return self._keyword
+
     def dense(self) -> faiss.Index:
         if self._dense is None:
             generation = self.store.generation
@@ -194,27 +209,41 @@ class Ingestor:
                 self._dense = vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
         return self._dense
 
-    def _encode(self, batch: Batch) -> np.ndarray:
+    def _encode(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors, and sentence vectors pooled from the same pass."""
         texts: list[str] = []
+        spans: list[list[tuple[int, int]]] = []
         for article, chunks in batch.articles:
             title, _ = embed_title(self.tokenizer, article.title)
-            texts.extend(embedding_text(title, c.text) for c in chunks)
-        return self.encoder.encode(texts, batch_size=self.settings.batch_size)
+            for chunk in chunks:
+                text = embedding_text(title, chunk.text)
+                shift = len(text) - len(chunk.text)
+                texts.append(text)
+                spans.append([(a + shift, b + shift) for a, b in chunk.sentences])
+        return self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
 
-    def _land(self, flight: tuple[Batch, Future[np.ndarray]] | None, report: IngestReport) -> None:
+    def _land(self, flight: Flight | None, report: IngestReport) -> None:
         """Wait for a batch's vectors, store it, then the duplicates that waited for it."""
         if flight is None:
             return
         batch, future = flight
         started = time.perf_counter()
-        vectors = future.result()
+        vectors, sentence_vectors = future.result()
         report.embed_seconds += time.perf_counter() - started
-        pending, offset = [], 0
+        pending, offset, sentence_offset = [], 0, 0
         for article, chunks in batch.articles:
+            sentences = sum(len(c.sentences) for c in chunks)
             pending.append(
-                Pending(article, origin_of(article), chunks, vectors[offset : offset + len(chunks)])
+                Pending(
+                    article,
+                    origin_of(article),
+                    chunks,
+                    vectors[offset : offset + len(chunks)],
+                    sentence_vectors[sentence_offset : sentence_offset + sentences],
+                )
             )
             offset += len(chunks)
+            sentence_offset += sentences
         if pending:
             self._write(pending, report)
         report.passages += len(vectors)
@@ -232,10 +261,11 @@ class Ingestor:
                 report.added += 1
             else:
                 report.changed += 1
-        dense = self.dense()  # loaded before the write, so the delta is not applied twice
-        self._apply(self.store.write(pending), dense)
+        # Both loaded (and caught up) before the write, so the delta is not applied twice.
+        dense, keyword = self.dense(), self.keyword()
+        self._apply(self.store.write(pending), dense, keyword)
 
-    def _apply(self, delta: Delta, dense: faiss.Index) -> None:
+    def _apply(self, delta: Delta, dense: faiss.Index, keyword: KeywordWriter) -> None:
         added = (
             np.concatenate(delta.added_vectors) if delta.added_vectors else np.zeros((0, self.encoder.dim))
         )
@@ -245,6 +275,8 @@ class Ingestor:
             added,
             np.asarray(delta.removed_ids, dtype=np.int64),
         )
+        keyword.apply(delta.added_texts, delta.removed_ids)
+        keyword.commit(self.store.generation)
 
 
 def ingest_paths(

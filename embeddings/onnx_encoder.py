@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from embeddings.encoder import DEFAULT_MODEL, EncoderError, model_path
+from embeddings.encoder import DEFAULT_MODEL, EncoderError, model_path, pool_spans, unit_rows
 
 CACHE_ENV = "NEWSBOT_ONNX_CACHE"
 # "1" forces onnxruntime's U8U8 int8 kernels, "0" the faster U8S8 ones; unset: decided from the CPU.
@@ -363,9 +363,20 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, in the order given."""
+        return self._run(texts, None, batch_size)[0]
+
+    def encode_spans(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(texts, spans, batch_size)
+
+    def _run(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]] | None, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
         if not texts:
-            return out
+            return out, out
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
         # Sequence bucketing: batches of similar length waste little compute on padding; the rows are
@@ -384,7 +395,13 @@ class OnnxEncoder:
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
             hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._feeds})[0]
             out[rows] = _mean_pool_normalise(hidden, mask)
-        return out
+            if spans is not None:
+                for r, row in enumerate(rows):
+                    encoding, n = encodings[row], int(lengths[row])
+                    real = ~np.asarray(encoding.special_tokens_mask, dtype=bool)
+                    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(n, 2)
+                    pooled[row] = pool_spans(hidden[r, :n], offsets, real, spans[row])
+        return out, np.concatenate(pooled)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, without [CLS]/[SEP] and without truncation, as TorchEncoder counts."""
@@ -397,6 +414,4 @@ def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """sentence-transformers' Pooling (mean over real tokens) then Normalize, in float32."""
     weights = mask[:, :, None].astype(np.float32)
     summed = (hidden * weights).sum(axis=1)
-    pooled = summed / np.clip(weights.sum(axis=1), 1e-9, None)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit_rows(summed / np.clip(weights.sum(axis=1), 1e-9, None))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Article:
@@ -37,7 +39,7 @@ class Skip:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A passage: ``article.text[start:end]``."""
+    """A passage: ``article.text[start:end]``, and its sentences as offsets into ``text``."""
 
     id: int
     article_id: str
@@ -45,6 +47,9 @@ class Chunk:
     start: int
     end: int
     text: str
+    sentences: tuple[tuple[int, int], ...] = ()
+    # One unit vector per sentence, pooled at ingest from the passage's own encoding (see the store).
+    sentence_vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

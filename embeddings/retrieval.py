@@ -27,6 +27,7 @@ from embeddings.store import (
     StoreError,
     article_from_row,
     connect,
+    read_generation,
     read_vectors,
 )
 
@@ -96,6 +97,7 @@ class Searcher:
             ids, vectors = read_vectors(self._db, encoder.dim)
             dense = vector_index.build_index(ids, vectors, encoder.dim, factory)
         self.dense = dense
+        self.keyword = keyword.KeywordSearcher(self.root)
         self._articles: OrderedDict[str, Article] = OrderedDict()
         faiss.omp_set_num_threads(threads)
 
@@ -144,21 +146,43 @@ class Searcher:
 
     # -- rows of this snapshot --------------------------------------------------------------
     def keyword_search(self, question: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 scores and passage ids, best first."""
-        with self._lock:
-            return keyword.search(self._db, question, k)
+        """BM25 scores and passage ids, best first (ids this snapshot lacks are dropped by search)."""
+        return self.keyword.search(question, k)
+
+    def idf(self, question: str) -> dict[str, float]:
+        """The corpus rarity of the question's terms, for judging whether the passages answer it."""
+        return self.keyword.idf(keyword.question_terms(question))
+
+    def is_current(self) -> bool:
+        """False once the store has moved on, or the keyword index has caught up with this snapshot."""
+        if read_generation(self.root) != self.generation:
+            return False
+        if self.keyword.generation != self.generation:
+            return keyword.read_generation(self.root) == self.keyword.generation
+        return True
 
     def chunk(self, chunk_id: int) -> Chunk | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT c.article_id, c.ordinal, c.start, c.end, "
-                "substr(a.text, c.start + 1, c.end - c.start) "
+                "substr(a.text, c.start + 1, c.end - c.start), c.sentences, c.sentence_vectors "
                 "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id = ?",
                 (chunk_id,),
             ).fetchone()
         if row is None:
             return None
-        return Chunk(chunk_id, row[0], row[1], row[2], row[3], row[4])
+        spans = np.frombuffer(row[5], dtype=np.int32).reshape(-1, 2)
+        vectors = np.frombuffer(row[6], dtype=np.float16).reshape(len(spans), self.encoder.dim)
+        return Chunk(
+            chunk_id,
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            tuple((int(a), int(b)) for a, b in spans),
+            vectors.astype(np.float32),
+        )
 
     def vector(self, chunk_id: int) -> np.ndarray:
         with self._lock:

@@ -1,9 +1,10 @@
-"""The on-disk store: SQLite is the truth, the FAISS file is derived from it.
+"""The on-disk store: SQLite is the truth, the FAISS and keyword indexes are derived from it.
 
-Articles, their sources, passages, passage vectors and the BM25 (FTS5) index of the passages live in
-one SQLite database, written one transaction per batch, so a crash leaves every article in its old
-or its new state. Each write bumps a generation number; the FAISS file carries the generation it was
-built from in its name, and a reader that finds none for its generation rebuilds it from SQLite.
+Articles, their sources, passages and passage vectors live in one SQLite database, written one
+transaction per batch, so a crash leaves every article in its old or its new state. Each write
+bumps a generation number; the FAISS file carries the generation it was built from in its name, and
+a reader that finds none for its generation rebuilds it from SQLite. The keyword index records the
+generation it last caught up with, and the next writer brings it back in step (see keyword.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings import keyword
 from embeddings.articles import normalized_hash
 from embeddings.records import Article, Chunk
 
@@ -39,16 +39,13 @@ CREATE INDEX IF NOT EXISTS sources_article ON sources (article_id);
 CREATE INDEX IF NOT EXISTS sources_origin ON sources (origin);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, article_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
-    start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL
+    start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL,
+    -- The passage's sentences: int32 (start, end) pairs into its text, and float16 unit vectors.
+    sentences BLOB NOT NULL, sentence_vectors BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks (article_id, ordinal);
 """
 
-# Each passage's id and the text BM25 indexed for it, selected by a WHERE clause on ``c``.
-PASSAGE_TEXTS = (
-    "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
-    "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE "
-)
 
 DB_NAME = "newsbot.sqlite"
 LOCK_NAME = "write.lock"
@@ -70,15 +67,20 @@ class Pending:
     origin: str
     chunks: Sequence[Chunk] | None = None
     vectors: np.ndarray | None = None
+    sentence_vectors: np.ndarray | None = None  # every chunk's sentences, chunk by chunk
 
 
 @dataclass
 class Delta:
-    """What a write changed in the vector space, for keeping a live index in step."""
+    """What a write changed, for keeping the live indexes in step."""
 
     added_ids: list[int] = field(default_factory=list)
     added_vectors: list[np.ndarray] = field(default_factory=list)
+    added_texts: list[tuple[int, str]] = field(default_factory=list)  # what the keyword index reads
     removed_ids: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added_ids or self.removed_ids)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -122,7 +124,6 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
-            self.db.execute(keyword.SCHEMA)
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open store {self.root}: {err}") from None
         self._check_model()
@@ -257,21 +258,24 @@ class Store:
             )
             assert pending.vectors is not None and len(pending.vectors) == len(pending.chunks)
             vectors = np.ascontiguousarray(pending.vectors, dtype=np.float32)
-            ids = ",".join(str(c.id) for c in pending.chunks)
-            # A passage stored before (the same version written again) must leave both indexes
-            # before it is added back, or it would be counted twice.
-            delta.removed_ids.extend(_unindex(db, f"c.id IN ({ids})"))
+            assert pending.sentence_vectors is not None
+            sentence_vectors = pending.sentence_vectors.astype(np.float16)
+            rows, offset = [], 0
+            for c, v in zip(pending.chunks, vectors, strict=True):
+                n = len(c.sentences)
+                spans = np.asarray(c.sentences, dtype=np.int32).reshape(n, 2)
+                sv = sentence_vectors[offset : offset + n]
+                rows.append(
+                    (c.id, target, c.ordinal, c.start, c.end, v.tobytes(), spans.tobytes(), sv.tobytes())
+                )
+                offset += n
             db.executemany(
-                "INSERT OR REPLACE INTO chunks (id, article_id, ordinal, start, end, vector) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (c.id, target, c.ordinal, c.start, c.end, v.tobytes())
-                    for c, v in zip(pending.chunks, vectors, strict=False)
-                ],
+                "INSERT OR REPLACE INTO chunks "
+                "(id, article_id, ordinal, start, end, vector, sentences, sentence_vectors) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
-            keyword.index_passages(
-                db, ((c.id, keyword.passage_text(item.title, c.text)) for c in pending.chunks)
-            )
+            delta.added_texts.extend((c.id, passage_text(item.title, c.text)) for c in pending.chunks)
             delta.added_ids.extend(c.id for c in pending.chunks)
             delta.added_vectors.append(vectors)
         db.execute(
@@ -288,7 +292,9 @@ class Store:
 
     @staticmethod
     def _delete_article(db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
-        delta.removed_ids.extend(_unindex(db, "c.article_id = ?", (article_id,)))
+        delta.removed_ids.extend(
+            r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))
+        )
         db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
         db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
 
@@ -334,17 +340,27 @@ class Store:
         self.db.close()
 
 
-def _passage_texts(db: sqlite3.Connection, where: str, args: Sequence = ()) -> list[tuple[int, str]]:
-    rows = db.execute(PASSAGE_TEXTS + where, args).fetchall()
-    return [(r[0], keyword.passage_text(r[1], r[2])) for r in rows]
+def passage_text(title: str, passage: str) -> str:
+    """What the keyword index reads for a passage: the article's title, then the passage."""
+    return f"{title}. {passage}"
 
 
-def _unindex(db: sqlite3.Connection, where: str, args: Sequence = ()) -> list[int]:
-    """Take passages out of the keyword index while their rows still say what text it was given;
-    their ids."""
-    rows = _passage_texts(db, where, args)
-    keyword.unindex_passages(db, rows)
-    return [chunk_id for chunk_id, _ in rows]
+def passage_texts(db: sqlite3.Connection, ids: Iterable[int]) -> list[tuple[int, str]]:
+    """The keyword-index text of these passages, as stored."""
+    out = []
+    for chunk_id in ids:
+        row = db.execute(
+            "SELECT a.title, substr(a.text, c.start + 1, c.end - c.start) "
+            "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id = ?",
+            (chunk_id,),
+        ).fetchone()
+        if row is not None:
+            out.append((chunk_id, passage_text(row[0], row[1])))
+    return out
+
+
+def chunk_ids(db: sqlite3.Connection) -> set[int]:
+    return {r[0] for r in db.execute("SELECT id FROM chunks")}
 
 
 def read_generation(root: Path) -> int:
