@@ -27,7 +27,6 @@ GRID = {
     "keywords": (0.3, 0.6, 0.9, 1.2, 1.6),
     "passage_rank": (0.0, 0.03, 0.1),
     "answer_type": (0.0, 0.1, 0.2, 0.3, 0.5),
-    "novelty": (0.0, 0.1),
     "passage_cosine": (0.0, 0.2, 0.5),
     "context_keywords": (0.0, 0.2, 0.4, 0.8),
 }

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,10 +64,25 @@ def _warn(skip: Skip) -> None:
     print(f"warning: skipped {skip}", file=sys.stderr)
 
 
+# What `--ray` takes as a cluster address; anything else right after it is the first PATH.
+_RAY_ADDRESS = re.compile(r"(local|auto|[a-z][a-z0-9+.-]*://\S+|\[?[\w.:-]+\]?:\d+)", re.IGNORECASE)
+
+
+def ray_target(ray: str | None, paths: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Split `--ray [ADDRESS] PATH...`: argparse gives `--ray articles/` the folder as the address."""
+    if ray is not None and not _RAY_ADDRESS.fullmatch(ray):
+        return "local", [ray, *paths]
+    return ray, list(paths)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    ray, paths = ray_target(args.ray, args.paths)
+    if not paths:
+        print("error: give at least one PATH to ingest", file=sys.stderr)
+        return EXIT_ERROR
     engine = _engine(args)
     report = engine.ingest(
-        args.paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn
+        paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn, ray=ray
     )
     print(report.summary())
     return 0
@@ -196,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="embed new and changed articles from files and folders")
-    p.add_argument("paths", nargs="+", metavar="PATH", help=".txt .md .html .json .jsonl files or folders")
+    # "*", not "+": `--ray PATH` hands the first path to --ray, and cmd_ingest gives it back.
+    p.add_argument("paths", nargs="*", metavar="PATH", help=".txt .md .html .json .jsonl files or folders")
     p.add_argument("--prune", action="store_true", help="remove stored articles whose file is gone")
     p.add_argument(
         "--wait",
@@ -206,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another ingest on the same store to finish",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="embed through Ray Data: alone, on a Ray started here for this ingest; with an address "
+        "(auto, HOST:6379, ray://HOST:10001), on that running cluster (README: Backfills on Ray)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("ask", help="answer a question from the stored articles, with citations")
@@ -252,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark from benchmarks/ and print its table")
     p.add_argument(
-        "name", help="ingest_ask, encoders, scale, startup, discord_latency, tune_fusion, tune_answer"
+        "name", help="ingest_ask, encoders, scale, discord_latency, tune_fusion, tune_answer"
     )
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (try --help)")
     p.set_defaults(func=cmd_bench)

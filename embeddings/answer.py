@@ -32,7 +32,6 @@ FEATURES = (
     "keywords",
     "passage_rank",
     "answer_type",
-    "novelty",
     "passage_cosine",
     "context_keywords",
 )
@@ -46,7 +45,7 @@ class AnswerOptions:
     candidates: int = 3
     citations: int = 3
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
-    weights: tuple[float, ...] = (1.0, 0.6, 0.0, 0.2, 0.0, 0.5, 0.2)
+    weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.3, 0.5, 0.4)
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,12 @@ def expected_type(question: str) -> re.Pattern[str] | None:
         return _YEAR_OR_DATE
     if re.search(r"\bhow (many|much|long|old|far|big|large|often)\b|\b(percentage|per cent|cost|price)\b", q):
         return _NUMBER
-    if re.match(r"(who|whom|whose|where)\b", q) or re.search(
-        r"\b(which|what) (company|firm|country|city|team|"
-        r"club|band|group|person|party|minister)\b",
-        q,
+    if (
+        re.match(r"(who|whom|whose|where)\b", q)
+        # "which bookmaker", "what company": a noun after which/what, not a verb
+        or re.search(r"\bwhich\s+(?!(is|are|was|were|did|does|do|has|had|have|will|would|can|could)\b)\w+", q)
+        or re.search(r"\bwhat (company|firm|country|city|team|club|band|group|person|party|minister)\b", q)
+        or re.search(r"\b(called|named)\b", q)
     ):
         return _NAME
     return None
@@ -139,8 +140,7 @@ def sentence_features(
         typed = 0.0
         if pattern is not None:
             typed = float(any(m.group(0).lower() not in question_lower for m in pattern.finditer(text)))
-        novelty = float(len(terms - asked) >= 3)
-        rows.append((float(cosine), keywords, 1.0 / hit.rank, typed, novelty, hit.dense_score, context))
+        rows.append((float(cosine), keywords, 1.0 / hit.rank, typed, hit.dense_score, context))
     return spans, np.asarray(rows, dtype=np.float32)
 
 

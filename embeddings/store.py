@@ -14,7 +14,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,18 +345,19 @@ def passage_text(title: str, passage: str) -> str:
     return f"{title}. {passage}"
 
 
-def passage_texts(db: sqlite3.Connection, ids: Iterable[int]) -> list[tuple[int, str]]:
+def passage_texts(db: sqlite3.Connection, ids: Collection[int]) -> Iterator[tuple[int, str]]:
     """The keyword-index text of these passages, as stored."""
-    out = []
-    for chunk_id in ids:
-        row = db.execute(
-            "SELECT a.title, substr(a.text, c.start + 1, c.end - c.start) "
-            "FROM chunks c JOIN articles a ON a.id = c.article_id WHERE c.id = ?",
-            (chunk_id,),
-        ).fetchone()
-        if row is not None:
-            out.append((chunk_id, passage_text(row[0], row[1])))
-    return out
+    select = (
+        "SELECT c.id, a.title, substr(a.text, c.start + 1, c.end - c.start) "
+        "FROM chunks c JOIN articles a ON a.id = c.article_id"
+    )
+    if len(ids) > 10_000:  # one pass over the table beats many lookups
+        wanted = set(ids)
+        rows: Iterable[tuple] = (r for r in db.execute(select) if r[0] in wanted)
+    else:
+        rows = (r for chunk_id in ids for r in db.execute(f"{select} WHERE c.id = ?", (chunk_id,)))
+    for chunk_id, title, passage in rows:
+        yield chunk_id, passage_text(title, passage)
 
 
 def chunk_ids(db: sqlite3.Connection) -> set[int]:
