@@ -49,7 +49,7 @@ class Settings:
     index: str = "auto"
     search_threads: int = 1
     # answer
-    abstain_threshold: float = 0.83
+    abstain_threshold: float = 0.73
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None
