@@ -185,7 +185,13 @@ class Ingestor:
         root, generation = self.store.root, self.store.generation
         for stale in root.glob("vectors-*.tmp"):  # a save that was killed half-way; as big as the index
             stale.unlink(missing_ok=True)
-        if not vector_index.index_file(root, generation).exists():
+        if vector_index.outgrown(self.dense(), self.settings.index):
+            # Readers keep answering from the saved index until the rebuilt one replaces it.
+            log.info("rebuilding the vector index for %d passages", self.dense().ntotal)
+            ids, vectors = read_vectors(self.store.db, self.encoder.dim)
+            self._dense = vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
+            vector_index.save_index(self._dense, root, generation)
+        elif not vector_index.index_file(root, generation).exists():
             vector_index.save_index(self.dense(), root, generation)
         self.keyword().close()
         self._keyword = None

@@ -6,10 +6,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 from bot.cli import main
+from embeddings import index as vector_index
 from embeddings.answer import QuestionError
 from embeddings.engine import Engine
 from embeddings.store import DB_NAME, Store, StoreBusy, StoreError
@@ -193,3 +195,24 @@ def test_bench_runs_a_benchmark_script_and_refuses_unknown_ones(capsys: pytest.C
     assert code == 0 and "recall@10" in out
     code, _, err = run_cli(capsys, "bench", "nope")
     assert code == 2 and "no benchmark 'nope'" in err
+
+
+def test_a_store_that_outgrows_exact_search_gets_an_ivf_index(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vector_index, "EXACT_LIMIT", 20)
+    folder = tmp_path / "news"
+    folder.mkdir()
+    (folder / "first.txt").write_text("Harbour reopens\n\nThe harbour at Portwen reopened on Monday.\n")
+    engine.ingest([folder])
+    assert faiss.try_extract_index_ivf(engine.searcher.dense) is None  # one passage: exact search
+    for n in range(40):
+        (folder / f"story{n}.txt").write_text(
+            f"Council story {n}\n\nThe council of town number {n} met on a rainy day to discuss road {n}. "
+            f"Councillors voted {n} to {40 - n} on the proposal for the bridge.\n"
+        )
+    engine.ingest([folder])
+    searcher = engine.searcher
+    assert faiss.try_extract_index_ivf(searcher.dense) is not None
+    assert searcher.size == 41
+    assert "Monday" in engine.ask("When did the Portwen harbour reopen?").text
