@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="run a benchmark from benchmarks/ and print its table")
-    p.add_argument("name", help="ingest_ask, encoders, scale, discord_latency, tune_fusion, tune_answer")
+    p.add_argument("name", help="all, ingest_ask, encoders, scale, discord_latency, tune_fusion, tune_answer")
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (try --help)")
     p.set_defaults(func=cmd_bench)
     return parser
