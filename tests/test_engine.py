@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -178,6 +179,17 @@ def test_a_missing_index_file_is_rebuilt_from_sqlite(engine: Engine) -> None:
         path.unlink()
     fresh = Engine(engine.settings, engine.encoder)
     assert "China and Russia" in fresh.ask("Who opposed the ABM amendment?").text
+
+
+def test_a_lost_keyword_index_is_caught_up_by_the_next_ingest(engine: Engine) -> None:
+    engine.ingest([SEED])
+    shutil.rmtree(engine.store_path / "keyword")
+    assert len(Engine(engine.settings, engine.encoder).searcher.keyword_search("ABM treaty", 5)[1]) == 0
+    report = engine.ingest([SEED])
+    assert report.passages == 0  # nothing re-embedded: the keyword index is rebuilt from SQLite
+    fresh = Engine(engine.settings, engine.encoder)
+    assert len(fresh.searcher.keyword_search("ABM treaty", 5)[1]) > 0
+    assert fresh.searcher.keyword.generation == fresh.searcher.generation
 
 
 def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
