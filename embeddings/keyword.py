@@ -37,24 +37,8 @@ _GENERATION = "generation"
 _STEMMER = Stemmer.Stemmer("english")
 # Words nearly every question has and passages rarely repeat: they say nothing about which passage
 # or sentence answers, and would make a short question look only half covered.
-QUESTION_WORDS = frozenset(
-    {
-        "who",
-        "whom",
-        "whose",
-        "what",
-        "when",
-        "where",
-        "which",
-        "why",
-        "how",
-        "did",
-        "does",
-        "do",
-        "many",
-        "much",
-    }
-)
+_WH_WORDS = {"who", "whom", "whose", "what", "when", "where", "which", "why", "how"}
+QUESTION_WORDS = frozenset(_WH_WORDS | {"did", "does", "do", "many", "much"})
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -158,9 +142,9 @@ class KeywordWriter:
         for chunk_id in removed:
             self._writer.delete_documents_by_term("id", chunk_id)
             self._dirty = True
+        # Added ids are new to the index: ids are content hashes of passages SQLite did not hold, and
+        # catch_up (run before a writer's first change) leaves nothing half-applied from a crash.
         for chunk_id, text in added:
-            # A replayed add (after a crash) must not leave the passage in twice.
-            self._writer.delete_documents_by_term("id", chunk_id)
             self._writer.add_document(tantivy.Document(id=chunk_id, text=text))
             self._dirty = True
 
