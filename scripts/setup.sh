@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Create .venv and install newsbot with its pinned dependencies; quiet and quick when already done.
+#   bash scripts/setup.sh        what running newsbot needs
+#   bash scripts/setup.sh dev    and what testing it needs (pytest, ruff, mypy, Ray for --ray)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-stamp=.venv/.installed
+extras=${1:-}
+spec=.${extras:+[$extras]}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
+# A dev install covers the plain one.
+if ! fresh ".venv/.installed${extras:+-$extras}" && ! fresh .venv/.installed-dev; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch==2.13.0 is pinned in pyproject.toml; where no CPU wheel is at hand, PyTorch's CPU index
   # provides it (see README), which avoids pulling the multi-GB CUDA build.
-  .venv/bin/python -m pip install -q ${NEWSBOT_PIP_ARGS:-} -e ".[dev]"
-  touch "$stamp"
+  .venv/bin/python -m pip install -q ${NEWSBOT_PIP_ARGS:-} -e "$spec"
+  touch ".venv/.installed${extras:+-$extras}"
 fi
