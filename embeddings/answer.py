@@ -214,13 +214,13 @@ def answer(
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)
-    answered = confidence >= options.threshold and bool(sentences)
-    # The passage of the best sentence leads the citations, answered or not: it is the closest.
-    order = list(hits)
+    order, text, answered = list(hits), NOT_FOUND, False
     if sentences:
+        # The passage of the best sentence leads the citations, answered or not: it is the closest.
         top = sentences[0]
         order = [top.hit] + [h for h in hits if h.chunk.id != top.hit.chunk.id]
-    text = top.hit.chunk.text[top.start : top.end] if answered else NOT_FOUND
+        if confidence >= options.threshold:
+            text, answered = top.hit.chunk.text[top.start : top.end], True
     citations = []
     for n, hit in enumerate(order[: options.citations], start=1):
         best = best_in.get(hit.chunk.id)
