@@ -228,3 +228,11 @@ def test_a_store_that_outgrows_exact_search_gets_an_ivf_index(
     assert faiss.try_extract_index_ivf(searcher.dense) is not None
     assert searcher.size == 41
     assert "Monday" in engine.ask("When did the Portwen harbour reopen?").text
+    # Replacements and removals keep working on the IVF index.
+    (folder / "first.txt").write_text("Harbour reopens\n\nThe harbour at Portwen reopened on Friday.\n")
+    (folder / "story0.txt").unlink()
+    report = engine.ingest([folder], prune=True)
+    assert (report.changed, report.removed) == (1, 1)
+    assert faiss.try_extract_index_ivf(engine.searcher.dense) is not None
+    assert engine.searcher.size == 40
+    assert "Friday" in engine.ask("When did the Portwen harbour reopen?").text
