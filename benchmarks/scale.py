@@ -117,10 +117,10 @@ def measure(store: Path, launched: float) -> dict[str, float]:
     rss = _rss_mb()
     searcher = engine.searcher
     queries = engine.encoder.encode(questions)
-    _, found = searcher.dense.search(queries, 10)
+    found = [searcher.dense.search(query, 10)[1] for query in queries]
     ids, vectors = _vectors(store)
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
-    recall = np.mean([len(set(f) & set(ids[e])) / 10 for f, e in zip(found.tolist(), exact, strict=True)])
+    recall = np.mean([len(set(f.tolist()) & set(ids[e])) / 10 for f, e in zip(found, exact, strict=True)])
     return {
         "passages": searcher.size,
         "ready_s": ready,

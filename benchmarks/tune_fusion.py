@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings import index as vector_index
 from embeddings.engine import Engine, search_options
 from embeddings.evaluate import context_articles, corpus_store, gold_article_ids, normalise, read_questions
 from embeddings.retrieval import Searcher, SearchOptions, fuse
@@ -33,7 +32,7 @@ def collect(engine: Engine, qa: Path, depth: int) -> list[Candidates]:
     queries = engine.encoder.encode([q.question for q in questions])
     out = []
     for question, query in zip(questions, queries, strict=True):
-        dense_scores, dense_ids = vector_index.search(searcher.dense, query, depth)
+        dense_scores, dense_ids = searcher.dense.search(query, depth)
         keyword_scores, keyword_ids = searcher.keyword_search(question.question, depth)
         gold = gold_article_ids(engine, question)
         answers = [normalise(a) for a in question.answers]

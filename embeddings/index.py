@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,17 +24,17 @@ def choose_factory(count: int, factory: str = "auto") -> str:
     return f"IVF{nlist},Flat"
 
 
-def outgrown(index: faiss.Index, factory: str = "auto") -> bool:
+def outgrown(index: faiss.Index, passages: int, factory: str = "auto") -> bool:
     """Has the store grown (or shrunk) out of the kind of index `auto` built for it? Exact search past
     the limit, or an IVF index whose list count is off by more than 2x, is rebuilt by the next ingest."""
     if factory != "auto":
         return False
-    want = choose_factory(int(index.ntotal))
+    want = choose_factory(passages)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
         return want.startswith("IVF")
     if not want.startswith("IVF"):
-        return int(index.ntotal) < EXACT_LIMIT // 2  # hysteresis: no flapping around the limit
+        return passages < EXACT_LIMIT // 2  # hysteresis: no flapping around the limit
     nlist = int(want[3 : want.index(",")])
     return not ivf.nlist / 2 <= nlist <= ivf.nlist * 2
 
@@ -60,22 +61,31 @@ def index_file(root: Path, generation: int) -> Path:
     return root / f"vectors-{generation}.faiss"
 
 
+def saved_generations(root: Path) -> list[int]:
+    """Generations with a saved index file, newest first."""
+    found = []
+    for path in root.glob("vectors-*.faiss"):
+        with contextlib.suppress(ValueError):
+            found.append(int(path.stem.split("-", 1)[1]))
+    return sorted(found, reverse=True)
+
+
 def save_index(index: faiss.Index, root: Path, generation: int) -> Path:
-    """Write atomically, then drop files of older generations."""
+    """Write atomically, then drop all but this and the previous file (a reader that opened an older
+    snapshot a moment ago may still be looking for it)."""
     path = index_file(root, generation)
     tmp = path.with_suffix(".tmp")
     faiss.write_index(index, str(tmp))
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    for old in root.glob("vectors-*.faiss"):
-        if old != path:
-            old.unlink(missing_ok=True)
+    for old in saved_generations(root)[2:]:
+        index_file(root, old).unlink(missing_ok=True)
     return path
 
 
 def load_index(root: Path, generation: int, mmap: bool = True) -> faiss.Index | None:
-    """The saved index of this generation, or None; a mapped index is read-only but loads at once."""
+    """The saved index of exactly this generation, or None; a mapped index is read-only but loads at once."""
     path = index_file(root, generation)
     if not path.exists():
         return None
@@ -86,6 +96,16 @@ def load_index(root: Path, generation: int, mmap: bool = True) -> faiss.Index | 
         return None
     tune(index)
     return index
+
+
+def load_base(root: Path, generation: int, mmap: bool = True) -> tuple[faiss.Index, int] | None:
+    """The newest saved index of a generation up to ``generation``, and its generation."""
+    for saved in saved_generations(root):
+        if saved <= generation:
+            index = load_index(root, saved, mmap)
+            if index is not None:
+                return index, saved
+    return None
 
 
 def apply_changes(
@@ -99,8 +119,59 @@ def apply_changes(
 
 def search(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Scores and passage ids of the ``k`` nearest passages; ids of -1 mark empty slots."""
-    if index.ntotal == 0:
+    if index.ntotal == 0 or k <= 0:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
     scores, ids = index.search(query.reshape(1, -1).astype(np.float32), min(k, index.ntotal))
     keep = ids[0] >= 0
     return scores[0][keep], ids[0][keep]
+
+
+class VectorIndex:
+    """A saved base index plus the passages added and removed since it was saved.
+
+    Small updates then cost no FAISS file writes: the changes since the base are read from SQLite
+    (by generation) when a snapshot opens, kept in a small exact index beside the memory-mapped base,
+    and removed ids are filtered out of the base's results. An ingest folds them into a new base
+    once they pass a share of the store (``needs_compaction``).
+    """
+
+    def __init__(
+        self,
+        base: faiss.Index,
+        base_generation: int,
+        added_ids: np.ndarray,
+        added: np.ndarray,
+        removed_ids: np.ndarray,
+    ) -> None:
+        self.base = base
+        self.base_generation = base_generation
+        self.added = faiss.IndexIDMap2(faiss.IndexFlatIP(base.d))
+        if len(added_ids):
+            self.added.add_with_ids(
+                np.asarray(added, dtype=np.float32), np.asarray(added_ids, dtype=np.int64)
+            )
+        # A re-added id's base copy is stale too: hide it, the delta holds the current one.
+        self.hidden = np.union1d(removed_ids, added_ids).astype(np.int64)
+        self.removed = len(removed_ids)
+
+    @property
+    def changes(self) -> int:
+        return int(self.added.ntotal) + self.removed
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and passage ids of the ``k`` nearest passages, best first."""
+        scores, ids = search(self.base, query, k + len(self.hidden))
+        if len(self.hidden):
+            keep = ~np.isin(ids, self.hidden)
+            scores, ids = scores[keep], ids[keep]
+        if self.added.ntotal:
+            more_scores, more_ids = search(self.added, query, k)
+            scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
+            order = np.argsort(-scores, kind="stable")
+            scores, ids = scores[order], ids[order]
+        return scores[:k], ids[:k]
+
+    def needs_compaction(self, passages: int) -> bool:
+        """Fold the changes into a new base when they pass 10% of the store (at least 256, at most
+        20,000): the delta's exact search and the base's over-fetch stay small."""
+        return self.changes > max(256, min(20_000, passages // 10))

@@ -2,8 +2,9 @@
 
 Unchanged articles cost a hash lookup; the same story from a second place is attached to the stored
 one without embedding; new and changed articles are embedded in large batches (the encoder is the
-bottleneck) and written one transaction per batch, keyword (FTS5) rows included. The FAISS index
-changes in memory with each batch and is saved once, for the final generation, at the end.
+bottleneck) and written one transaction per batch; the keyword index follows each batch. The FAISS
+file is left alone unless the changes since it was saved have grown large: readers add them from
+SQLite (see index.VectorIndex), so adding ten articles writes ten articles' worth.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from embeddings.encoder import Encoder, model_path
 from embeddings.keyword import KeywordWriter
 from embeddings.records import Article, Chunk, Skip
 from embeddings.settings import Settings
-from embeddings.store import Delta, Pending, Store, read_vectors
+from embeddings.store import Delta, Pending, Store, passage_count, read_vectors, removed_since
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ class Ingestor:
         self.encoder = encoder
         self.settings = settings
         self.tokenizer = load_tokenizer(model_path(settings.model))
-        self._dense: faiss.Index | None = None  # loaded on first write
         self._keyword: KeywordWriter | None = None
 
     # -- the public steps ---------------------------------------------------------------------
@@ -174,46 +174,58 @@ class Ingestor:
                 continue
             gone.extend(item for item in items if not path.exists() or item not in seen_items)
         if gone:
-            dense, keyword = self.dense(), self.keyword()
+            keyword = self.keyword()
             removed, delta = self.store.remove_items(gone)
             report.removed += removed
-            self._apply(delta, dense, keyword)
+            self._apply(delta, keyword)
 
     def finish(self) -> None:
-        """Save the FAISS index for the store's generation, unless it is already there, and leave the
-        keyword index caught up with it."""
-        root, generation = self.store.root, self.store.generation
-        for stale in root.glob("vectors-*.tmp"):  # a save that was killed half-way; as big as the index
+        """Leave the keyword index caught up with the store, and fold the vector changes into a new
+        FAISS file when they have grown large (or the store outgrew its kind of index)."""
+        for stale in self.store.root.glob("vectors-*.tmp"):  # a save killed half-way; as big as the index
             stale.unlink(missing_ok=True)
-        if vector_index.outgrown(self.dense(), self.settings.index):
-            # Readers keep answering from the saved index until the rebuilt one replaces it.
-            log.info("rebuilding the vector index for %d passages", self.dense().ntotal)
-            ids, vectors = read_vectors(self.store.db, self.encoder.dim)
-            self._dense = vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
-            vector_index.save_index(self._dense, root, generation)
-        elif not vector_index.index_file(root, generation).exists():
-            vector_index.save_index(self.dense(), root, generation)
         self.keyword().close()
         self._keyword = None
+        self._save_vectors()
+
+    def _save_vectors(self) -> None:
+        root, generation, db, dim = self.store.root, self.store.generation, self.store.db, self.encoder.dim
+        passages = passage_count(db)
+        loaded = vector_index.load_base(root, generation)
+        if loaded is None:
+            index = self._build_vectors(passages)
+        else:
+            base, base_generation = loaded
+            added_ids, added = read_vectors(db, dim, since=base_generation)
+            current = vector_index.VectorIndex(
+                base, base_generation, added_ids, added, removed_since(db, base_generation)
+            )
+            if vector_index.outgrown(base, passages, self.settings.index):
+                index = self._build_vectors(passages)
+            elif current.needs_compaction(passages):
+                # A private, writable copy of the base, with the changes since folded in.
+                copy = vector_index.load_index(root, base_generation, mmap=False)
+                assert copy is not None, "the base was just loaded"
+                vector_index.apply_changes(copy, added_ids, added, current.hidden)
+                index = copy
+            else:
+                return  # readers add the changes since the base themselves
+        vector_index.save_index(index, root, generation)
+        # Tombstones older than every file left on disk are needed by no reader that opens now.
+        self.store.forget_removals(through=vector_index.saved_generations(root)[-1])
 
     # -- internals ----------------------------------------------------------------------------
+    def _build_vectors(self, passages: int) -> faiss.Index:
+        # Readers keep answering from the saved index (and the changes since) meanwhile.
+        log.info("building the vector index for %d passages", passages)
+        ids, vectors = read_vectors(self.store.db, self.encoder.dim)
+        return vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
+
     def keyword(self) -> KeywordWriter:
         if self._keyword is None:
             self._keyword = KeywordWriter(self.store.root)
             self._keyword.catch_up(self.store.db, self.store.generation)
         return self._keyword
-
-    def dense(self) -> faiss.Index:
-        if self._dense is None:
-            generation = self.store.generation
-            # The writer changes its index in place, so it reads a private copy rather than a mapping.
-            loaded = vector_index.load_index(self.store.root, generation, mmap=False)
-            if loaded is not None:
-                self._dense = loaded
-            else:
-                ids, vectors = read_vectors(self.store.db, self.encoder.dim)
-                self._dense = vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
-        return self._dense
 
     def _encode(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Passage vectors, and sentence vectors pooled from the same pass."""
@@ -267,20 +279,10 @@ class Ingestor:
                 report.added += 1
             else:
                 report.changed += 1
-        # Both loaded (and caught up) before the write, so the delta is not applied twice.
-        dense, keyword = self.dense(), self.keyword()
-        self._apply(self.store.write(pending), dense, keyword)
+        keyword = self.keyword()  # caught up before the write, so the delta is not applied twice
+        self._apply(self.store.write(pending), keyword)
 
-    def _apply(self, delta: Delta, dense: faiss.Index, keyword: KeywordWriter) -> None:
-        added = (
-            np.concatenate(delta.added_vectors) if delta.added_vectors else np.zeros((0, self.encoder.dim))
-        )
-        vector_index.apply_changes(
-            dense,
-            np.asarray(delta.added_ids, dtype=np.int64),
-            added,
-            np.asarray(delta.removed_ids, dtype=np.int64),
-        )
+    def _apply(self, delta: Delta, keyword: KeywordWriter) -> None:
         keyword.apply(delta.added_texts, delta.removed_ids)
         keyword.commit(self.store.generation)
 

@@ -1,9 +1,9 @@
 """Searcher: an immutable snapshot of the store that answers top-k passage queries.
 
-A Searcher holds one SQLite read transaction open for its whole life (which covers the passages and
-their BM25 index) and the FAISS index of exactly that generation, so every answer comes from one
-state of the store even while an ingest writes the next one. The bot swaps in a new Searcher when
-the generation moves on.
+A Searcher holds one SQLite read transaction open for its whole life, and the vector index of exactly
+that generation (a saved FAISS file plus the changes since, read in that same transaction), so every
+answer comes from one state of the store even while an ingest writes the next one. The bot swaps in
+a new Searcher when the generation moves on.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from embeddings.store import (
     StoreError,
     article_from_row,
     connect,
+    passage_count,
     read_generation,
     read_vectors,
+    removed_since,
 )
 
 FUSIONS = ("rrf", "weighted", "dense", "keyword")
@@ -91,19 +93,22 @@ class Searcher:
             self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
         )
         self._lock = threading.Lock()
-        dense = vector_index.load_index(self.root, self.generation)
-        if dense is None:
-            # No saved index for this generation (an ingest crashed or is still writing it): derive it.
+        loaded = vector_index.load_base(self.root, self.generation)
+        if loaded is None:
+            # No saved index (an ingest crashed before saving its first): derive it.
             ids, vectors = read_vectors(self._db, encoder.dim)
-            dense = vector_index.build_index(ids, vectors, encoder.dim, factory)
-        self.dense = dense
+            loaded = vector_index.build_index(ids, vectors, encoder.dim, factory), self.generation
+        base, base_generation = loaded
+        self.dense = vector_index.VectorIndex(
+            base,
+            base_generation,
+            *read_vectors(self._db, encoder.dim, since=base_generation),
+            removed_since(self._db, base_generation),
+        )
+        self.size = passage_count(self._db)
         self.keyword = keyword.KeywordSearcher(self.root)
         self._articles: OrderedDict[str, Article] = OrderedDict()
         faiss.omp_set_num_threads(threads)
-
-    @property
-    def size(self) -> int:
-        return int(self.dense.ntotal)
 
     def close(self) -> None:
         with self._lock:
@@ -116,7 +121,7 @@ class Searcher:
         """The best passages for a question, at most ``per_article`` from any one article."""
         if query is None:
             query = self.embed_query(question)
-        dense_scores, dense_ids = vector_index.search(self.dense, query, options.depth)
+        dense_scores, dense_ids = self.dense.search(query, options.depth)
         dense_by_id = dict(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
         fused = self._fuse(question, dense_ids, dense_scores, options)
         hits: list[Hit] = []

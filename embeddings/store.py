@@ -2,9 +2,11 @@
 
 Articles, their sources, passages and passage vectors live in one SQLite database, written one
 transaction per batch, so a crash leaves every article in its old or its new state. Each write
-bumps a generation number; the FAISS file carries the generation it was built from in its name, and
-a reader that finds none for its generation rebuilds it from SQLite. The keyword index records the
-generation it last caught up with, and the next writer brings it back in step (see keyword.py).
+bumps a generation number, and every passage row and every removal (a tombstone in ``removed``)
+carries the generation that made it, so "what changed since generation B" is one indexed query: a
+saved FAISS file of generation B plus those changes is the vector index of any later generation
+(see index.py). The keyword index records the generation it last caught up with, and the next
+writer brings it back in step (see keyword.py).
 """
 
 from __future__ import annotations
@@ -41,9 +43,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, article_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL, end INTEGER NOT NULL, vector BLOB NOT NULL,
     -- The passage's sentences: int32 (start, end) pairs into its text, and float16 unit vectors.
-    sentences BLOB NOT NULL, sentence_vectors BLOB NOT NULL
+    sentences BLOB NOT NULL, sentence_vectors BLOB NOT NULL,
+    generation INTEGER NOT NULL  -- the store generation that wrote it
 );
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks (article_id, ordinal);
+CREATE INDEX IF NOT EXISTS chunks_generation ON chunks (generation);
+-- Passages removed since the oldest saved FAISS file, and the generation that removed them.
+CREATE TABLE IF NOT EXISTS removed (id INTEGER NOT NULL, generation INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_generation ON removed (generation);
 """
 
 
@@ -72,15 +79,11 @@ class Pending:
 
 @dataclass
 class Delta:
-    """What a write changed, for keeping the live indexes in step."""
+    """What a write changed, for keeping the keyword index in step."""
 
-    added_ids: list[int] = field(default_factory=list)
-    added_vectors: list[np.ndarray] = field(default_factory=list)
+    generation: int  # the generation the write creates
     added_texts: list[tuple[int, str]] = field(default_factory=list)  # what the keyword index reads
     removed_ids: list[int] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.added_ids or self.removed_ids)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -215,9 +218,9 @@ class Store:
     def write(self, batch: Iterable[Pending]) -> Delta:
         """Store a batch in one transaction: each item ends fully old or fully new."""
         self._require_writer()
-        delta = Delta()
         now = time.time()
         with self.transaction() as db:
+            delta = Delta(self.generation + 1)
             for pending in batch:
                 self._write_one(db, pending, delta, now)
             db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
@@ -265,19 +268,16 @@ class Store:
                 n = len(c.sentences)
                 spans = np.asarray(c.sentences, dtype=np.int32).reshape(n, 2)
                 sv = sentence_vectors[offset : offset + n]
-                rows.append(
-                    (c.id, target, c.ordinal, c.start, c.end, v.tobytes(), spans.tobytes(), sv.tobytes())
-                )
+                row = (c.id, target, c.ordinal, c.start, c.end, v.tobytes(), spans.tobytes(), sv.tobytes())
+                rows.append((*row, delta.generation))
                 offset += n
             db.executemany(
                 "INSERT OR REPLACE INTO chunks "
-                "(id, article_id, ordinal, start, end, vector, sentences, sentence_vectors) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "(id, article_id, ordinal, start, end, vector, sentences, sentence_vectors, generation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             delta.added_texts.extend((c.id, passage_text(item.title, c.text)) for c in pending.chunks)
-            delta.added_ids.extend(c.id for c in pending.chunks)
-            delta.added_vectors.append(vectors)
         db.execute(
             "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash) VALUES (?, ?, ?, ?)",
             (item.id, target, pending.origin, item.content_hash),
@@ -292,18 +292,18 @@ class Store:
 
     @staticmethod
     def _delete_article(db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
-        delta.removed_ids.extend(
-            r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))
-        )
+        ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))]
+        db.executemany("INSERT INTO removed VALUES (?, ?)", [(i, delta.generation) for i in ids])
+        delta.removed_ids.extend(ids)
         db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
         db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
 
     def remove_items(self, items: Iterable[str]) -> tuple[int, Delta]:
         """Forget these sources; articles left without any source leave the store."""
         self._require_writer()
-        delta = Delta()
         removed = 0
         with self.transaction() as db:
+            delta = Delta(self.generation + 1)
             for item in items:
                 row = db.execute("SELECT article_id FROM sources WHERE item = ?", (item,)).fetchone()
                 if row is None:
@@ -314,6 +314,12 @@ class Store:
             if removed:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         return removed, delta
+
+    def forget_removals(self, through: int) -> None:
+        """Drop the tombstones of generations up to ``through``: no saved vector index needs them."""
+        self._require_writer()
+        with self.transaction() as db:
+            db.execute("DELETE FROM removed WHERE generation <= ?", (through,))
 
     def items_by_origin(self) -> dict[str, list[str]]:
         origins: dict[str, list[str]] = {}
@@ -377,9 +383,24 @@ def read_generation(root: Path) -> int:
         conn.close()
 
 
-def read_vectors(db: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """All passage ids and vectors, in id order."""
-    rows = db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+def read_vectors(db: sqlite3.Connection, dim: int, since: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Passage ids and vectors in id order: all of them, or those written after generation ``since``."""
+    if since is None:
+        rows = db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+    else:
+        rows = db.execute(
+            "SELECT id, vector FROM chunks WHERE generation > ? ORDER BY id", (since,)
+        ).fetchall()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
     return ids, vectors
+
+
+def removed_since(db: sqlite3.Connection, since: int) -> np.ndarray:
+    """Ids of passages removed (or replaced) after generation ``since``."""
+    rows = db.execute("SELECT DISTINCT id FROM removed WHERE generation > ?", (since,)).fetchall()
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def passage_count(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])

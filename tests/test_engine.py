@@ -169,8 +169,8 @@ def test_faiss_ids_map_to_passage_rows_and_vectors_are_unit_length(engine: Engin
     for chunk_id, blob in rows:
         vector = np.frombuffer(blob, dtype=np.float32)
         assert abs(float(np.linalg.norm(vector)) - 1) < 1e-4
-        _scores, ids = searcher.dense.search(vector.reshape(1, -1), 1)
-        assert ids[0][0] == chunk_id
+        _scores, ids = searcher.dense.search(vector, 1)
+        assert ids[0] == chunk_id
 
 
 def test_a_missing_index_file_is_rebuilt_from_sqlite(engine: Engine) -> None:
@@ -217,7 +217,7 @@ def test_a_store_that_outgrows_exact_search_gets_an_ivf_index(
     folder.mkdir()
     (folder / "first.txt").write_text("Harbour reopens\n\nThe harbour at Portwen reopened on Monday.\n")
     engine.ingest([folder])
-    assert faiss.try_extract_index_ivf(engine.searcher.dense) is None  # one passage: exact search
+    assert faiss.try_extract_index_ivf(engine.searcher.dense.base) is None  # one passage: exact search
     for n in range(40):
         (folder / f"story{n}.txt").write_text(
             f"Council story {n}\n\nThe council of town number {n} met on a rainy day to discuss road {n}. "
@@ -225,7 +225,7 @@ def test_a_store_that_outgrows_exact_search_gets_an_ivf_index(
         )
     engine.ingest([folder])
     searcher = engine.searcher
-    assert faiss.try_extract_index_ivf(searcher.dense) is not None
+    assert faiss.try_extract_index_ivf(searcher.dense.base) is not None
     assert searcher.size == 41
     assert "Monday" in engine.ask("When did the Portwen harbour reopen?").text
     # Replacements and removals keep working on the IVF index.
@@ -233,6 +233,49 @@ def test_a_store_that_outgrows_exact_search_gets_an_ivf_index(
     (folder / "story0.txt").unlink()
     report = engine.ingest([folder], prune=True)
     assert (report.changed, report.removed) == (1, 1)
-    assert faiss.try_extract_index_ivf(engine.searcher.dense) is not None
+    assert faiss.try_extract_index_ivf(engine.searcher.dense.base) is not None
     assert engine.searcher.size == 40
     assert "Friday" in engine.ask("When did the Portwen harbour reopen?").text
+
+
+def test_small_updates_leave_the_faiss_file_alone_and_readers_add_them(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "news"
+    folder.mkdir()
+    for name, town, day in (
+        ("a", "Alderby", "Monday"),
+        ("b", "Brimley", "Tuesday"),
+        ("c", "Cowfold", "Friday"),
+    ):
+        (folder / f"{name}.txt").write_text(f"Fair in {town}\n\nThe {town} summer fair opens on {day}.\n")
+    engine.ingest([folder])
+    root = engine.store_path
+    first = vector_index.saved_generations(root)
+    assert len(first) == 1
+
+    (folder / "a.txt").write_text("Fair in Alderby\n\nThe Alderby summer fair opens on Sunday.\n")
+    (folder / "b.txt").unlink()
+    (folder / "d.txt").write_text("Fair in Dunmore\n\nThe Dunmore summer fair opens on Thursday.\n")
+    report = engine.ingest([folder], prune=True)
+    assert (report.added, report.changed, report.removed) == (1, 1, 1)
+    assert vector_index.saved_generations(root) == first  # no FAISS file written
+    searcher = engine.searcher
+    assert searcher.dense.base_generation == first[0] and searcher.dense.changes == 4
+    assert "Sunday" in engine.ask("When does the Alderby summer fair open?").text
+    assert "Thursday" in engine.ask("When does the Dunmore summer fair open?").text
+    assert all("Brimley" not in c.passage for c in engine.ask("When is the Brimley fair?").citations)
+    db = sqlite3.connect(root / DB_NAME)
+    for chunk_id, blob in db.execute("SELECT id, vector FROM chunks"):
+        assert searcher.dense.search(np.frombuffer(blob, dtype=np.float32), 1)[1][0] == chunk_id
+    assert searcher.size == 3
+
+    # Past the threshold the changes are folded into a new file, and old tombstones go.
+    monkeypatch.setattr(vector_index.VectorIndex, "needs_compaction", lambda self, passages: True)
+    (folder / "c.txt").write_text("Fair in Cowfold\n\nThe Cowfold summer fair opens on Saturday.\n")
+    engine.ingest([folder])
+    saved = vector_index.saved_generations(root)
+    assert saved[0] == engine.searcher.generation and len(saved) == 2
+    assert engine.searcher.dense.changes == 0 and engine.searcher.size == 3
+    assert "Saturday" in engine.ask("When does the Cowfold summer fair open?").text
+    assert db.execute("SELECT COUNT(*) FROM removed WHERE generation <= ?", (saved[1],)).fetchone()[0] == 0
