@@ -384,13 +384,12 @@ def read_generation(root: Path) -> int:
 
 
 def read_vectors(db: sqlite3.Connection, dim: int, since: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Passage ids and vectors in id order: all of them, or those written after generation ``since``."""
+    """Passage ids and vectors: all of them in id order, or those written after generation ``since``
+    (through the generation index: asking for id order there would make SQLite scan every row)."""
     if since is None:
         rows = db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
     else:
-        rows = db.execute(
-            "SELECT id, vector FROM chunks WHERE generation > ? ORDER BY id", (since,)
-        ).fetchall()
+        rows = db.execute("SELECT id, vector FROM chunks WHERE generation > ?", (since,)).fetchall()
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
     return ids, vectors
