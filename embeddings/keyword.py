@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -51,14 +52,26 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_integer_field("id", stored=False, indexed=True, fast=True)
-    # tantivy's English stemmer; the text itself lives in SQLite and is not stored twice.
-    builder.add_text_field("text", stored=False, tokenizer_name="en_stem")
+    # tantivy's English stemmer; the text itself lives in SQLite and is not stored twice. BM25 needs
+    # term frequencies but no positions (no phrase queries), which makes indexing cheaper.
+    builder.add_text_field("text", stored=False, tokenizer_name="en_stem", index_option="freq")
     return builder.build()
 
 
-def _open(root: Path) -> tantivy.Index:
+def _open(root: Path, *, repair: bool = False) -> tantivy.Index | None:
+    """The store's keyword index, created when missing. One built with another schema (an older
+    newsbot) is None for a reader, and is thrown away for a writer, which then rebuilds it."""
     folder = Path(root) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return tantivy.Index(_schema(), path=str(folder), reuse=True)
+    except ValueError as err:
+        if not repair:
+            log.warning("keyword index %s cannot be read (%s); the next ingest rebuilds it", folder, err)
+            return None
+    log.warning("keyword index %s was built differently; rebuilding it from the store", folder)
+    shutil.rmtree(folder)
+    folder.mkdir()
     return tantivy.Index(_schema(), path=str(folder), reuse=True)
 
 
@@ -93,9 +106,12 @@ class KeywordSearcher:
     def __init__(self, root: Path) -> None:
         # Read before the index, so a commit landing in between makes this view look older, not newer.
         self.generation = read_generation(root)
-        self._index = _open(root)
-        self._index.reload()
-        self._searcher = self._index.searcher()
+        index = _open(root)
+        if index is None:  # unreadable: answer from the vectors alone until an ingest rebuilds it
+            index, self.generation = tantivy.Index(_schema()), None
+        index.reload()
+        self._index = index
+        self._searcher = index.searcher()
 
     @property
     def size(self) -> int:
@@ -131,8 +147,10 @@ class KeywordWriter:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._index = _open(self.root)
-        self._writer = self._index.writer(heap_size=64_000_000, num_threads=1)
+        index = _open(self.root, repair=True)
+        assert index is not None, "a writer repairs what it cannot open"
+        self._index = index
+        self._writer = index.writer(heap_size=64_000_000, num_threads=1)
         self._dirty = False
 
     def generation(self) -> int | None:

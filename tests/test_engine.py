@@ -10,6 +10,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+import tantivy
 
 from bot.cli import main
 from embeddings import index as vector_index
@@ -190,6 +191,18 @@ def test_a_lost_keyword_index_is_caught_up_by_the_next_ingest(engine: Engine) ->
     fresh = Engine(engine.settings, engine.encoder)
     assert len(fresh.searcher.keyword_search("ABM treaty", 5)[1]) > 0
     assert fresh.searcher.keyword.generation == fresh.searcher.generation
+
+    # A keyword index of another schema (an older newsbot's) is left to the next ingest, which rebuilds it.
+    folder = engine.store_path / "keyword"
+    shutil.rmtree(folder)
+    folder.mkdir()
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("body")
+    tantivy.Index(builder.build(), path=str(folder))
+    reader = Engine(engine.settings, engine.encoder)
+    assert "China and Russia" in reader.ask("Who opposed the ABM amendment?").text  # vectors alone
+    engine.ingest([SEED])
+    assert len(Engine(engine.settings, engine.encoder).searcher.keyword_search("ABM treaty", 5)[1]) > 0
 
 
 def test_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
