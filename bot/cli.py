@@ -294,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # Whoever read our output (head, grep -m1) stopped early: nothing went wrong here.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (QuestionError, StoreError, SettingsError, EncoderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -180,10 +180,14 @@ def answer_confidence(
         return 0.0
     terms = question_terms(question)
     # The dateline counts: "in 2005" is answered by an article from 2005 that says "this year".
-    passages = [
-        set(words)
-        for words in tokenize([f"{h.article.title} {h.article.published} {h.chunk.text}" for h in hits])
-    ]
+    # One article's leading passages count together: a question can name things its different
+    # paragraphs hold.
+    by_article: dict[str, set[str]] = {}
+    for hit, words in zip(
+        hits, tokenize([f"{h.article.title} {h.article.published} {h.chunk.text}" for h in hits]), strict=True
+    ):
+        by_article.setdefault(hit.article.id, set()).update(words)
+    passages = list(by_article.values())
     coverage = 0.0
     total = sum(idf.get(t, 0.0) for t in terms)
     if total > 0:

@@ -127,6 +127,13 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as err:
+            if "no such column" not in str(err):
+                raise StoreError(f"cannot open store {self.root}: {err}") from None
+            raise StoreError(
+                f"store {self.root} was made by an older newsbot whose tables this one cannot read: "
+                "ingest the articles into a new --store"
+            ) from None
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open store {self.root}: {err}") from None
         self._check_model()

@@ -292,3 +292,12 @@ def test_small_updates_leave_the_faiss_file_alone_and_readers_add_them(
     assert engine.searcher.dense.changes == 0 and engine.searcher.size == 3
     assert "Saturday" in engine.ask("When does the Cowfold summer fair open?").text
     assert db.execute("SELECT COUNT(*) FROM removed WHERE generation <= ?", (saved[1],)).fetchone()[0] == 0
+
+
+def test_a_store_from_an_older_newsbot_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    old = sqlite3.connect(tmp_path / "old" / DB_NAME)
+    old.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, article_id TEXT, vector BLOB)")
+    old.commit()
+    with pytest.raises(StoreError, match="made by an older newsbot .* into a new --store"):
+        Store(tmp_path / "old", model="all-MiniLM-L6-v2", dim=384)
