@@ -299,5 +299,5 @@ def test_a_store_from_an_older_newsbot_is_a_one_line_error(tmp_path: Path) -> No
     old = sqlite3.connect(tmp_path / "old" / DB_NAME)
     old.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, article_id TEXT, vector BLOB)")
     old.commit()
-    with pytest.raises(StoreError, match="made by an older newsbot .* into a new --store"):
+    with pytest.raises(StoreError, match=r"made by an older newsbot .* into a new --store"):
         Store(tmp_path / "old", model="all-MiniLM-L6-v2", dim=384)
