@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from embeddings.store import read_vectors, removed_since
 
 # Exact search costs ~3 ms a query at 50k passages on one core and grows with the store; above this an
 # IVF index answers in about a millisecond with recall@10 of 0.99 against exact (benchmarks/scale.py).
@@ -138,13 +141,13 @@ class VectorIndex:
     def __init__(
         self,
         base: faiss.Index,
-        base_generation: int,
+        base_generation: int | None,
         added_ids: np.ndarray,
         added: np.ndarray,
         removed_ids: np.ndarray,
     ) -> None:
         self.base = base
-        self.base_generation = base_generation
+        self.base_generation = base_generation  # None: built from SQLite just now, not saved yet
         self.added = faiss.IndexIDMap2(faiss.IndexFlatIP(base.d))
         if len(added_ids):
             self.added.add_with_ids(
@@ -171,7 +174,32 @@ class VectorIndex:
             scores, ids = scores[order], ids[order]
         return scores[:k], ids[:k]
 
+    def compacted(self, root: Path) -> faiss.Index:
+        """A private, writable copy of the saved base with the changes since folded in."""
+        assert self.base_generation is not None, "only a saved base has changes since"
+        copy = load_index(root, self.base_generation, mmap=False)
+        assert copy is not None, "the base was loaded a moment ago"
+        added_ids = faiss.vector_to_array(self.added.id_map)
+        added = faiss.downcast_index(self.added.index).reconstruct_n(0, self.added.ntotal)
+        apply_changes(copy, added_ids, added, self.hidden)
+        return copy
+
     def needs_compaction(self, passages: int) -> bool:
         """Fold the changes into a new base when they pass 10% of the store (at least 256, at most
         20,000): the delta's exact search and the base's over-fetch stay small."""
         return self.changes > max(256, min(20_000, passages // 10))
+
+
+def open_vectors(
+    root: Path, db: sqlite3.Connection, generation: int, dim: int, factory: str = "auto"
+) -> VectorIndex:
+    """The vector index of the store at ``generation``, as ``db``'s transaction sees it: the newest
+    saved file at or below that generation plus the changes since, or, when no file was saved yet (an
+    ingest killed before its first save), one built from every stored vector."""
+    loaded = load_base(root, generation)
+    if loaded is None:
+        ids, vectors = read_vectors(db, dim)
+        base = build_index(ids, vectors, dim, factory)
+        return VectorIndex(base, None, ids[:0], vectors[:0], ids[:0])
+    base, saved = loaded
+    return VectorIndex(base, saved, *read_vectors(db, dim, since=saved), removed_since(db, saved))

@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 from tqdm import tqdm
 
@@ -27,7 +26,7 @@ from embeddings.encoder import Encoder, model_path
 from embeddings.keyword import KeywordWriter
 from embeddings.records import Article, Chunk, Skip
 from embeddings.settings import Settings
-from embeddings.store import Delta, Pending, Store, passage_count, read_vectors, removed_since
+from embeddings.store import Delta, Pending, Store, passage_count, read_vectors
 
 log = logging.getLogger(__name__)
 
@@ -191,35 +190,20 @@ class Ingestor:
     def _save_vectors(self) -> None:
         root, generation, db, dim = self.store.root, self.store.generation, self.store.db, self.encoder.dim
         passages = passage_count(db)
-        loaded = vector_index.load_base(root, generation)
-        if loaded is None:
-            index = self._build_vectors(passages)
+        current = vector_index.open_vectors(root, db, generation, dim, self.settings.index)
+        if current.base_generation is None:
+            index = current.base  # built from every stored vector just now
+        elif vector_index.outgrown(current.base, passages, self.settings.index):
+            # Readers keep answering from the saved index (and the changes since) meanwhile.
+            log.info("rebuilding the vector index for %d passages", passages)
+            index = vector_index.build_index(*read_vectors(db, dim), dim, self.settings.index)
+        elif current.needs_compaction(passages):
+            index = current.compacted(root)
         else:
-            base, base_generation = loaded
-            added_ids, added = read_vectors(db, dim, since=base_generation)
-            current = vector_index.VectorIndex(
-                base, base_generation, added_ids, added, removed_since(db, base_generation)
-            )
-            if vector_index.outgrown(base, passages, self.settings.index):
-                index = self._build_vectors(passages)
-            elif current.needs_compaction(passages):
-                # A private, writable copy of the base, with the changes since folded in.
-                copy = vector_index.load_index(root, base_generation, mmap=False)
-                assert copy is not None, "the base was just loaded"
-                vector_index.apply_changes(copy, added_ids, added, current.hidden)
-                index = copy
-            else:
-                return  # readers add the changes since the base themselves
+            return  # readers add the changes since the saved file themselves
         vector_index.save_index(index, root, generation)
         # Tombstones older than every file left on disk are needed by no reader that opens now.
         self.store.forget_removals(through=vector_index.saved_generations(root)[-1])
-
-    # -- internals ----------------------------------------------------------------------------
-    def _build_vectors(self, passages: int) -> faiss.Index:
-        # Readers keep answering from the saved index (and the changes since) meanwhile.
-        log.info("building the vector index for %d passages", passages)
-        ids, vectors = read_vectors(self.store.db, self.encoder.dim)
-        return vector_index.build_index(ids, vectors, self.encoder.dim, self.settings.index)
 
     def keyword(self) -> KeywordWriter:
         if self._keyword is None:

@@ -29,8 +29,6 @@ from embeddings.store import (
     connect,
     passage_count,
     read_generation,
-    read_vectors,
-    removed_since,
 )
 
 FUSIONS = ("rrf", "weighted", "dense", "keyword")
@@ -93,18 +91,7 @@ class Searcher:
             self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
         )
         self._lock = threading.Lock()
-        loaded = vector_index.load_base(self.root, self.generation)
-        if loaded is None:
-            # No saved index (an ingest crashed before saving its first): derive it.
-            ids, vectors = read_vectors(self._db, encoder.dim)
-            loaded = vector_index.build_index(ids, vectors, encoder.dim, factory), self.generation
-        base, base_generation = loaded
-        self.dense = vector_index.VectorIndex(
-            base,
-            base_generation,
-            *read_vectors(self._db, encoder.dim, since=base_generation),
-            removed_since(self._db, base_generation),
-        )
+        self.dense = vector_index.open_vectors(self.root, self._db, self.generation, encoder.dim, factory)
         self.size = passage_count(self._db)
         self.keyword = keyword.KeywordSearcher(self.root)
         self._articles: OrderedDict[str, Article] = OrderedDict()
@@ -211,10 +198,9 @@ class Searcher:
     def stats(self) -> dict[str, object]:
         with self._lock:
             articles, updated = self._db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
-            passages = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
         return {
             "articles": articles,
-            "passages": passages,
+            "passages": self.size,
             "updated": updated,
             "model": self.encoder.name,
             "generation": self.generation,

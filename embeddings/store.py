@@ -342,7 +342,7 @@ class Store:
             "store": str(self.root),
             "articles": articles[0],
             "sources": db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
-            "passages": db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0],
+            "passages": passage_count(db),
             "model": self.model,
             "dim": self.dim,
             "generation": self.generation,
