@@ -11,8 +11,9 @@ pretending.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class AnswerOptions:
     candidates: int = 3
     citations: int = 3
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
-    weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.3, 0.5, 0.4)
+    weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.5, 0.5, 0.4)
 
 
 @dataclass(frozen=True)
@@ -68,35 +69,115 @@ def check_question(question: str, max_chars: int) -> str:
     return question
 
 
-_YEAR_OR_DATE = re.compile(
-    r"\b(1[5-9]\d\d|20\d\d|\d{1,2}(st|nd|rd|th)?|january|february|march|april|may|june|july|august|"
-    r"september|october|november|december|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-    r"century|decade|week|month|year|today|yesterday)\b",
+# Dates and numbers an answer can hold. A bare small number ("25 counties") is not a date.
+_MONTHS_DAYS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+)
+_DATE = re.compile(
+    rf"\b(1\d{{3}}|20\d\d)s?\b|\b({_MONTHS_DAYS}|spring|summer|autumn|winter|"
+    r"yesterday|today|tomorrow|(next|last) (week|month|year|season))\b",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(
-    r"\d|\b(two|three|four|five|six|seven|eight|nine|ten|dozen|hundred|thousand|million|billion)\b",
+    r"[£$€]?\d[\d,.]*|\b(two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+    r"forty|fifty|hundred|dozen|half)\b",
     re.IGNORECASE,
 )
-_NAME = re.compile(r"(?<!^)(?<![.!?]\s)\b[A-Z][a-zA-Z'’-]+")
+_WORD = re.compile(r"\w[\w'’&.%,-]*\w|\w")
+# A word opens a sentence when only punctuation, an opening quote or nothing comes before it.
+_OPENING = re.compile(r"(^|[.!?:][\"”’']?|[\"“‘(])\s*$")
+# Capitalised words that are not names of anything a question could ask for.
+_NOT_NAMES = frozenset(
+    (  # noqa: SIM905 (a word list reads better as words)
+        "a an the and or but if as at by for in into of on to with from this that these those it its "
+        "he she they we i you his her their our my your there here when while after before since "
+        "then so yet not no is was are were be has have had will would can could may should do does "
+        "did what which who where why how all some any each every one also however meanwhile "
+        "although though because mr mrs ms dr sir"
+    ).split()
+    + _MONTHS_DAYS.split("|")
+)
+# Nationalities and the like ("Dutch", "British", "US") name no one on their own.
+_DEMONYM = re.compile(r"\w+(ish|ese|ian|an|ic|i)|dutch|french|greek|swiss|thai|us|uk|eu|un|tv")
+
+AnswerKind = Literal["date", "number", "name"]
 
 
-def expected_type(question: str) -> re.Pattern[str] | None:
-    """What an answer to this question contains: a date, a number or a name, when the wording says."""
+def expected_kind(question: str) -> AnswerKind | None:
+    """What an answer to this question holds: a date, a number or a name, when the wording says."""
     q = question.lower()
-    if q.startswith("when") or re.search(r"\b(what|which) (year|date|day|month|century|decade)\b", q):
-        return _YEAR_OR_DATE
-    if re.search(r"\bhow (many|much|long|old|far|big|large|often)\b|\b(percentage|per cent|cost|price)\b", q):
-        return _NUMBER
+    if q.startswith("when") or re.search(r"\b(what|which) (year|date|dates|day|month|century|decade)\b", q):
+        return "date"
+    if re.search(
+        r"\bhow (many|much|long|old|far|big|large|often|fast|tall|high)\b"
+        r"|\b(percentage|per cent|cost|price)\b"
+        r"|\bwhat (was|is) the score\b|\bwhat (time|level|speed|amount|size|age|rate|figure|total|number)\b",
+        q,
+    ):
+        return "number"
     if (
         re.match(r"(who|whom|whose|where)\b", q)
         # "which bookmaker", "what company": a noun after which/what, not a verb
         or re.search(r"\bwhich\s+(?!(is|are|was|were|did|does|do|has|had|have|will|would|can|could)\b)\w+", q)
         or re.search(r"\bwhat (company|firm|country|city|team|club|band|group|person|party|minister)\b", q)
-        or re.search(r"\b(called|named)\b", q)
+        or re.search(r"\b(called|named|name of)\b", q)
     ):
-        return _NAME
+        return "name"
     return None
+
+
+def proper_words(passages: Iterable[str]) -> set[str]:
+    """Words the passages capitalise in mid-sentence: names even where they open a sentence."""
+    return {
+        _fold(m.group(1)) for text in passages for m in re.finditer(r"(?<=[a-z,;] )([A-Z][\w'’-]+)", text)
+    }
+
+
+def new_names(sentence: str, question: str, proper: set[str]) -> list[str]:
+    """Capitalised words of the sentence that the question does not already name.
+
+    A sentence's first word is capitalised anyway: it counts when the next word is capitalised
+    too ("William Hill made ...") or the passages use it as a name elsewhere. A nationality on its
+    own ("Dutch", "US") names no one."""
+    asked = {_fold(w) for w in _WORD.findall(question)}
+    words = list(_WORD.finditer(sentence))
+    found = []
+    for i, match in enumerate(words):
+        word = match.group(0)
+        folded = _fold(word)
+        if not word[0].isupper() or folded in _NOT_NAMES:
+            continue
+        if _OPENING.search(sentence[: match.start()]):
+            following = words[i + 1].group(0) if i + 1 < len(words) else ""
+            if not (following[:1].isupper() or folded in proper):
+                continue
+        # "India" is named by a question about "Indian" ministers.
+        if any(
+            folded == a or (min(len(folded), len(a)) > 3 and (a.startswith(folded) or folded.startswith(a)))
+            for a in asked
+        ):
+            continue
+        next_capital = i + 1 < len(words) and words[i + 1].group(0)[:1].isupper()
+        previous_capital = i > 0 and words[i - 1].group(0)[:1].isupper()
+        if not (next_capital or previous_capital) and _DEMONYM.fullmatch(folded):
+            continue
+        found.append(word)
+    return found
+
+
+def offers(kind: AnswerKind, sentence: str, question: str, proper: set[str]) -> bool:
+    """Whether the sentence holds something of the kind asked for that the question does not say."""
+    if kind == "name":
+        return bool(new_names(sentence, question, proper))
+    pattern = _DATE if kind == "date" else _NUMBER
+    asked = question.lower()
+    return any(m.group(0).lower() not in asked for m in pattern.finditer(sentence))
+
+
+def _fold(word: str) -> str:
+    word = word.lower().strip(".,'’")
+    return word[:-2] if word.endswith(("'s", "’s")) else word
 
 
 def sentence_features(
@@ -126,8 +207,8 @@ def sentence_features(
     n = len(texts)
     idf = {t: np.log(1 + n / (1 + sum(t in terms for terms in sentence_terms))) for t in asked}
     total = sum(idf.values()) or 1.0
-    pattern = expected_type(question)
-    question_lower = question.lower()
+    kind = expected_kind(question)
+    proper = proper_words({hit.chunk.text for hit, _, _ in spans}) if kind == "name" else set()
     rows = []
     for i, ((hit, _, _), text, terms, cosine) in enumerate(
         zip(spans, texts, sentence_terms, cosines, strict=True)
@@ -138,9 +219,7 @@ def sentence_features(
             *(sentence_terms[j] for j in (i - 1, i + 1) if 0 <= j < n and spans[j][0] is hit)
         )
         context = sum(idf[t] for t in asked & window) / total
-        typed = 0.0
-        if pattern is not None:
-            typed = float(any(m.group(0).lower() not in question_lower for m in pattern.finditer(text)))
+        typed = float(kind is not None and offers(kind, text, question, proper))
         rows.append((float(cosine), keywords, 1.0 / hit.rank, typed, hit.dense_score, context))
     return spans, np.asarray(rows, dtype=np.float32)
 

@@ -1,0 +1,74 @@
+"""Which sentence the answer quotes: the one that holds what the question asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embeddings.answer import expected_kind, new_names, proper_words
+from embeddings.engine import Engine
+
+# Written for this test, in the shape news leads take: the first sentence withholds the name the
+# second gives.
+STORY = """\
+Bookmaker halts bets on village bake-off
+
+A bookmaker has stopped taking bets on the Little Shelford bake-off after claiming the judges'
+verdict had leaked.
+
+Hartley Wager made the move after four customers tried to place large bets on Friday's surprise winner.
+
+Rival firm Coombe Odds said it would keep its book open. The contest was first held in 1337 by the
+village guild, which now runs stalls across 25 counties.
+"""
+
+
+@pytest.fixture
+def bakeoff(engine: Engine, tmp_path: Path) -> Engine:
+    (tmp_path / "bakeoff.txt").write_text(STORY, encoding="utf-8")
+    engine.ingest([tmp_path / "bakeoff.txt"])
+    return engine
+
+
+def test_a_which_question_is_answered_by_the_sentence_that_names_it(bakeoff: Engine) -> None:
+    answer = bakeoff.ask("Which bookmaker closed its book on the Little Shelford bake-off?")
+    assert answer.answered
+    assert "Hartley Wager" in answer.text
+
+
+def test_a_year_question_is_answered_by_the_sentence_with_a_year(bakeoff: Engine) -> None:
+    answer = bakeoff.ask("In what year was the Little Shelford bake-off first held?")
+    assert "1337" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Who won the first ever Lit Idol contest?", "name"),
+        ("Which bookmaker closed its book?", "name"),
+        ("What's the name of the photographer?", "name"),
+        ("How many fans were at Highbury?", "number"),
+        ("What was the score when Middlesbrough beat Manchester City?", "number"),
+        ("When is Ashia Hansen expected to compete again?", "date"),
+        ("In what year was the Duchy of Cornwall set up?", "date"),
+        ("Why did the talks fail?", None),
+        ("Which is the larger party?", None),
+    ],
+)
+def test_the_kind_of_answer_a_question_asks_for(question: str, kind: str | None) -> None:
+    assert expected_kind(question) == kind
+
+
+def test_names_the_question_does_not_already_say() -> None:
+    question = "Which Indian minister spoke in London on Thursday?"
+    proper = proper_words(["The talks were chaired by Chidambaram in the end."])
+    # Words the question names (India for Indian), weekdays, nationalities and an ordinary
+    # capitalised first word are not new names.
+    assert new_names("In London on Thursday, India's finance minister spoke.", question, proper) == []
+    assert new_names("Dutch officials agreed.", question, proper) == []
+    assert new_names("Ministers from the US agreed.", question, proper) == []
+    # A name opening the sentence counts when a second capitalised word follows, or the passages
+    # use it as a name elsewhere.
+    assert new_names("Palaniappan Chidambaram spoke.", question, proper) == ["Palaniappan", "Chidambaram"]
+    assert new_names("Chidambaram spoke first.", question, proper) == ["Chidambaram"]
