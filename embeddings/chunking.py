@@ -27,6 +27,9 @@ SPECIAL_TOKENS = 2
 MAX_TITLE_TOKENS = 48
 
 _LINE = re.compile(r"[^\n]+")
+_SENTENCE_END = re.compile(r"[.!?:;][\"”’')\]]*$")
+# Wrapped prose lines are long; headings, bylines and sign-offs are short.
+_WRAP_WIDTH = 50
 _WORD = re.compile(r"\S+")
 
 
@@ -46,14 +49,35 @@ def load_tokenizer(model_dir: Path) -> Tokenizer:
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Sentence offsets into ``text``: lines are paragraphs, blingfire splits within each."""
+    """Sentence offsets into ``text``: lines are paragraphs, blingfire splits within each.
+
+    Hard-wrapped prose (a plain-text file cut at 72 columns) is read as the paragraph it is: the
+    wraps become spaces in a copy of the same length, so offsets still point into ``text``."""
     spans: list[tuple[int, int]] = []
-    for line in _LINE.finditer(text):
+    for line in _LINE.finditer(_unwrap(text)):
         if not line.group().strip():
             continue
         _, offsets = blingfire.text_to_sentences_and_offsets(line.group())
         spans.extend((line.start() + a, line.start() + b) for a, b in offsets if b > a)
     return spans
+
+
+def _unwrap(text: str) -> str:
+    """``text`` with each line break inside a paragraph that is only a wrap turned into a space.
+
+    A break is a wrap when its line ends mid-sentence and either is long or the next line carries
+    on in lower case."""
+    lines = text.split("\n")
+    joined = []
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        wrap = (
+            line.strip() != ""
+            and following.strip() != ""
+            and not _SENTENCE_END.search(line.rstrip())
+            and (len(line) >= _WRAP_WIDTH or following[:1].islower())
+        )
+        joined.append(line + (" " if wrap else "\n"))
+    return "".join(joined)[: len(text)]
 
 
 def _token_ends(tokenizer: Tokenizer, text: str) -> list[int]:

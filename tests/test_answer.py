@@ -9,8 +9,7 @@ import pytest
 from embeddings.answer import expected_kind, new_names, proper_words
 from embeddings.engine import Engine
 
-# Written for this test, in the shape news leads take: the first sentence withholds the name the
-# second gives.
+# Written for this test. Its last paragraph has a year and a bare number ("25 counties").
 STORY = """\
 Bookmaker halts bets on village bake-off
 
@@ -19,7 +18,7 @@ verdict had leaked.
 
 Hartley Wager made the move after four customers tried to place large bets on Friday's surprise winner.
 
-Rival firm Coombe Odds said it would keep its book open. The contest was first held in 1337 by the
+Rival firm Coombe Odds said its prices were unchanged. The contest was first held in 1337 by the
 village guild, which now runs stalls across 25 counties.
 """
 
@@ -29,12 +28,6 @@ def bakeoff(engine: Engine, tmp_path: Path) -> Engine:
     (tmp_path / "bakeoff.txt").write_text(STORY, encoding="utf-8")
     engine.ingest([tmp_path / "bakeoff.txt"])
     return engine
-
-
-def test_a_which_question_is_answered_by_the_sentence_that_names_it(bakeoff: Engine) -> None:
-    answer = bakeoff.ask("Which bookmaker closed its book on the Little Shelford bake-off?")
-    assert answer.answered
-    assert "Hartley Wager" in answer.text
 
 
 def test_a_year_question_is_answered_by_the_sentence_with_a_year(bakeoff: Engine) -> None:
