@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from embeddings.keyword import question_terms, tokenize
+from embeddings.reader import Passage, Reader, sigmoid
 from embeddings.records import Answer, Citation, Hit
 
 NOT_FOUND = "The articles do not say."
@@ -48,6 +49,16 @@ class AnswerOptions:
     citations: int = 3
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
     weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.5, 0.5, 0.4)
+    # The reader (embeddings/reader.py), when one is given: it reads this many sentences, the best
+    # by the features above, each with its neighbours; 0 leaves the choice to the features.
+    reader_sentences: int = 8
+    # A sentence's final score: the reader's logit + this x the features' score.
+    reader_feature_weight: float = 0.0
+    # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
+    reader_threshold: float = 0.5
+    # Passages after the first are cited only when the reader gives one of their sentences at least
+    # this probability of answering (without the reader: always, as before).
+    support: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,19 @@ class Sentence:
     hit: Hit
     start: int  # offsets into the passage
     end: int
-    score: float
+    score: float  # by the features
     cosine: float
+    reader_logit: float | None = None
+
+    @property
+    def probability(self) -> float:
+        """The reader's probability that this sentence answers the question (0 when unread)."""
+        return 0.0 if self.reader_logit is None else float(sigmoid(self.reader_logit))
+
+    def final(self, feature_weight: float) -> float:
+        if self.reader_logit is None:
+            return self.score
+        return self.reader_logit + feature_weight * self.score
 
 
 def check_question(question: str, max_chars: int) -> str:
@@ -280,20 +302,70 @@ def answer_confidence(
     )
 
 
+def read_sentences(
+    question: str, sentences: Sequence[Sentence], reader: Reader, count: int
+) -> list[Sentence]:
+    """The reader's view of the ``count`` best sentences (by the features), best first.
+
+    Each passage is read once, as the run of its sentences from the one before the first chosen to
+    the one after the last, so every chosen sentence is read with its neighbours; the neighbours get
+    a reader score too. ``Sentence.probability`` is the reader's."""
+    chosen = sentences[:count]
+    by_hit: dict[int, list[Sentence]] = {}
+    for sentence in chosen:
+        by_hit.setdefault(sentence.hit.chunk.id, []).append(sentence)
+    features = {(s.hit.chunk.id, s.start): s for s in sentences}
+    passages, windows = [], []
+    for group in by_hit.values():
+        hit = group[0].hit
+        spans = hit.chunk.sentences
+        where = [spans.index((s.start, s.end)) for s in group]
+        lo, hi = max(0, min(where) - 1), min(len(spans), max(where) + 2)
+        base = spans[lo][0]
+        passages.append(
+            Passage(
+                hit.article.title,
+                hit.chunk.text[base : spans[hi - 1][1]],
+                tuple((a - base, b - base) for a, b in spans[lo:hi]),
+            )
+        )
+        windows.append((hit, spans[lo:hi]))
+    read = []
+    for (hit, spans), reading in zip(windows, reader.read(question, passages), strict=True):
+        for (a, _), logit in zip(spans, reading.scores, strict=True):
+            known = features.get((hit.chunk.id, a))
+            if known is None or not np.isfinite(logit):
+                continue  # a sentence another passage already offered, or cut off
+            read.append(replace(known, reader_logit=float(logit)))
+    return sorted(read, key=lambda s: -s.final(0.0))
+
+
 def answer(
     question: str,
     query: np.ndarray,
     hits: Sequence[Hit],
     idf: Mapping[str, float],
     options: AnswerOptions,
+    reader: Reader | None = None,
 ) -> Answer:
     """The best sentence with its citations, or "the articles do not say" and the closest passages.
 
-    ``idf`` is the corpus rarity of the question's terms (see :meth:`Searcher.idf`)."""
+    ``idf`` is the corpus rarity of the question's terms (see :meth:`Searcher.idf`). With a
+    ``reader``, it reads the leading sentences and its probability is the confidence."""
     if not hits:
         return Answer(question, False, NOT_FOUND)
     sentences = score_sentences(question, query, hits, options)
-    confidence = answer_confidence(question, hits[: options.candidates], sentences, idf, options)
+    use_reader = reader is not None and options.reader_sentences > 0 and bool(sentences)
+    if use_reader:
+        assert reader is not None
+        weight = options.reader_feature_weight
+        read = read_sentences(question, sentences, reader, options.reader_sentences)
+        sentences = sorted(read, key=lambda s: -s.final(weight))
+        confidence = sentences[0].probability if sentences else 0.0
+        threshold = options.reader_threshold
+    else:
+        confidence = answer_confidence(question, hits[: options.candidates], sentences, idf, options)
+        threshold = options.threshold
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)
@@ -302,11 +374,20 @@ def answer(
         # The passage of the best sentence leads the citations, answered or not: it is the closest.
         top = sentences[0]
         order = [top.hit] + [h for h in hits if h.chunk.id != top.hit.chunk.id]
-        if confidence >= options.threshold:
-            text, answered = top.hit.chunk.text[top.start : top.end], True
+        answered = confidence >= threshold
+        if answered:
+            text = top.hit.chunk.text[top.start : top.end]
+    if use_reader and answered:
+        # Only passages with a sentence the reader believes answers too support the answer.
+        order = order[:1] + [
+            h
+            for h in order[1:]
+            if h.chunk.id in best_in and best_in[h.chunk.id].probability >= options.support
+        ]
     citations = []
     for n, hit in enumerate(order[: options.citations], start=1):
-        best = best_in.get(hit.chunk.id)
+        # Under "the articles do not say" the reader's passages are only the closest: nothing is bold.
+        best = best_in.get(hit.chunk.id) if answered or not use_reader else None
         citations.append(
             Citation(
                 n=n,

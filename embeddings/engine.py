@@ -16,6 +16,7 @@ from pathlib import Path
 from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
+from embeddings.reader import Reader
 from embeddings.records import Answer, Article, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
@@ -36,7 +37,11 @@ def search_options(settings: Settings) -> SearchOptions:
 
 
 def answer_options(settings: Settings) -> AnswerOptions:
-    return AnswerOptions(threshold=settings.abstain_threshold)
+    return AnswerOptions(
+        threshold=settings.abstain_threshold,
+        reader_sentences=settings.reader_sentences,
+        reader_threshold=settings.reader_threshold,
+    )
 
 
 class Engine:
@@ -45,6 +50,18 @@ class Engine:
         self.encoder = encoder or load_encoder(settings.model, settings.backend, settings.device)
         self._searcher: Searcher | None = None
         self._refresh_lock = threading.Lock()
+        self._reader: Reader | None = None
+        self._reader_lock = threading.Lock()
+
+    @property
+    def reader(self) -> Reader | None:
+        """The trained reader, loaded on first use; None when the settings turn it off."""
+        if not self.settings.reader:
+            return None
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = Reader()
+        return self._reader
 
     @property
     def store_path(self) -> Path:
@@ -148,4 +165,6 @@ class Engine:
         searcher = self.searcher
         query = searcher.embed_query(question)
         hits = searcher.search(question, search_options(self.settings), query)
-        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings))
+        return answer(
+            question, query, hits, searcher.idf(question), answer_options(self.settings), self.reader
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import tempfile
 import time
@@ -50,6 +51,10 @@ class Row:
     abstain_unanswerable: float | None = None
     refuse_answerable: float = 0.0
     latency_ms: float = 0.0
+    # Citations after [1] given with answers to answerable questions, and the share of them that are
+    # relevant (gold article or a gold answer inside).
+    extra_citations: int = 0
+    extra_relevant: float | None = None
 
 
 def normalise(text: str) -> str:
@@ -135,27 +140,31 @@ def evaluate(
     questions: Sequence[Question],
     fusions: Iterable[str],
     options: AnswerOptions | None = None,
+    readers: Sequence[bool] = (True,),
 ) -> tuple[list[Row], dict[str, list[float]]]:
-    """One row per fusion; also each answerable/unanswerable question's confidence, for calibration."""
+    """One row per fusion (and per reader setting: on, off); also each answerable/unanswerable
+    question's confidence, for calibration, keyed by the row's name."""
     options = options or answer_options(engine.settings)
     searcher = engine.searcher
     queries = engine.encoder.encode([q.question for q in questions])
     golds = [gold_article_ids(engine, q) for q in questions]
     rows = []
     confidences: dict[str, list[float]] = {}
-    for fusion in fusions:
+    for fusion, with_reader in itertools.product(fusions, readers):
+        reader = engine.reader if with_reader else None
         search = search_options(engine.settings)
         search = type(search)(**{**asdict(search), "fusion": fusion, "k": max(KS)})
-        row = Row(fusion)
+        row = Row(f"{fusion} + reader" if reader is not None else fusion)
         recall = dict.fromkeys(KS, 0)
         answerable = unanswerable = abstained = refused = hits_at_sentence = 0
+        extra = extra_relevant = 0
         mrr = 0.0
         conf_yes, conf_no = [], []
         started = time.perf_counter()
         for question, query, gold in zip(questions, queries, golds, strict=True):
             hits = searcher.search(question.question, search, query)
             idf = searcher.idf(question.question)
-            result = answer(question.question, query, hits[: engine.settings.top_k], idf, options)
+            result = answer(question.question, query, hits[: engine.settings.top_k], idf, options, reader)
             if question.answerable:
                 answerable += 1
                 conf_yes.append(result.confidence)
@@ -166,6 +175,12 @@ def evaluate(
                 mrr += 1.0 / first if first else 0.0
                 hits_at_sentence += sentence_hit(result, hits, question)
                 refused += not result.answered
+                if result.answered:
+                    by_chunk = {h.chunk.text: h for h in hits}
+                    for citation in result.citations[1:]:
+                        extra += 1
+                        hit = by_chunk.get(citation.passage)
+                        extra_relevant += hit is not None and is_relevant(hit, question, gold)
             else:
                 unanswerable += 1
                 conf_no.append(result.confidence)
@@ -177,11 +192,14 @@ def evaluate(
             row.mrr10 = mrr / answerable
             row.sentence_hit = hits_at_sentence / answerable
             row.refuse_answerable = refused / answerable
+        row.extra_citations = extra
+        if extra:
+            row.extra_relevant = extra_relevant / extra
         if unanswerable:
             row.abstain_unanswerable = abstained / unanswerable
         rows.append(row)
-        confidences[f"{fusion}:answerable"] = conf_yes
-        confidences[f"{fusion}:unanswerable"] = conf_no
+        confidences[f"{row.name}:answerable"] = conf_yes
+        confidences[f"{row.name}:unanswerable"] = conf_no
     return rows, confidences
 
 
@@ -201,15 +219,16 @@ def calibrate(answerable: Sequence[float], unanswerable: Sequence[float]) -> tup
 def format_table(rows: Sequence[Row]) -> str:
     head = (
         "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence "
-        "| abstains (no answer) | refuses (answerable) | ms/question |"
+        "| abstains (no answer) | refuses (answerable) | citations [2]+ relevant | ms/question |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         abstain = "-" if r.abstain_unanswerable is None else f"{r.abstain_unanswerable:.3f}"
+        relevant = "-" if r.extra_relevant is None else f"{r.extra_relevant:.3f} of {r.extra_citations}"
         lines.append(
             f"| {r.name} | {r.questions} | {r.recall.get(1, 0):.3f} | {r.recall.get(5, 0):.3f} | "
             f"{r.recall.get(10, 0):.3f} | {r.mrr10:.3f} | {r.sentence_hit:.3f} | {abstain} | "
-            f"{r.refuse_answerable:.3f} | {r.latency_ms:.1f} |"
+            f"{r.refuse_answerable:.3f} | {relevant} | {r.latency_ms:.1f} |"
         )
     return "\n".join(lines)
 
@@ -236,16 +255,19 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     else:
         engine = Engine(settings)
     fusions = args.fusion or [settings.fusion]
-    rows, confidences = evaluate(engine, questions, fusions)
+    readers = (True, False) if settings.reader else (False,)
+    rows, confidences = evaluate(engine, questions, fusions, readers=readers)
     print(format_table(rows))
-    yes, no = confidences[f"{fusions[0]}:answerable"], confidences[f"{fusions[0]}:unanswerable"]
-    if yes and no:
-        threshold, answered, abstained = calibrate(yes, no)
-        print(
-            f"abstention ({fusions[0]}): the best threshold here is {threshold:.3f}, "
-            f"answering {answered:.1%} of answerable and abstaining on {abstained:.1%} of unanswerable "
-            f"(the settings use {settings.abstain_threshold})"
-        )
+    for row, with_reader in zip(rows[: len(readers)], readers, strict=True):
+        yes, no = confidences[f"{row.name}:answerable"], confidences[f"{row.name}:unanswerable"]
+        if yes and no:
+            threshold, answered, abstained = calibrate(yes, no)
+            used = settings.reader_threshold if with_reader else settings.abstain_threshold
+            print(
+                f"abstention ({row.name}): the best threshold here is {threshold:.3f}, "
+                f"answering {answered:.1%} of answerable and abstaining on {abstained:.1%} of unanswerable "
+                f"(the settings use {used})"
+            )
     if args.out:
         Path(args.out).write_text(
             json.dumps({"rows": [asdict(r) for r in rows], "confidences": confidences}, indent=1),

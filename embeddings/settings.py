@@ -50,6 +50,10 @@ class Settings:
     search_threads: int = 1
     # answer
     abstain_threshold: float = 0.73
+    # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
+    reader: bool = True
+    reader_sentences: int = 8
+    reader_threshold: float = 0.5
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None
