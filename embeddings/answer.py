@@ -369,14 +369,15 @@ def answer(
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)
-    order, text, answered = list(hits), NOT_FOUND, False
+    order, text, answered, chosen = list(hits), NOT_FOUND, False, ""
     if sentences:
         # The passage of the best sentence leads the citations, answered or not: it is the closest.
         top = sentences[0]
         order = [top.hit] + [h for h in hits if h.chunk.id != top.hit.chunk.id]
+        chosen = top.hit.chunk.text[top.start : top.end]
         answered = confidence >= threshold
         if answered:
-            text = top.hit.chunk.text[top.start : top.end]
+            text = chosen
     if use_reader and answered:
         # Only passages with a sentence the reader believes answers too support the answer.
         order = order[:1] + [
@@ -387,7 +388,7 @@ def answer(
     citations = []
     for n, hit in enumerate(order[: options.citations], start=1):
         # Under "the articles do not say" the reader's passages are only the closest: nothing is bold.
-        best = best_in.get(hit.chunk.id) if answered or not use_reader else None
+        best = best_in.get(hit.chunk.id) if answered else None
         citations.append(
             Citation(
                 n=n,
@@ -398,4 +399,4 @@ def answer(
                 score=hit.dense_score,
             )
         )
-    return Answer(question, answered, text, tuple(citations), confidence)
+    return Answer(question, answered, text, tuple(citations), confidence, chosen)

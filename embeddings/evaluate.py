@@ -106,13 +106,10 @@ def is_relevant(hit: Hit, question: Question, gold_articles: set[str]) -> bool:
     return any(normalise(a) in passage for a in question.answers)
 
 
-def sentence_hit(result: Answer, hits: Sequence[Hit], question: Question) -> bool:
+def sentence_hit(result: Answer, question: Question) -> bool:
     """Does the sentence the bot would quote hold a gold answer (whether or not it abstained)?"""
-    if not result.citations:
-        return False
-    top = result.citations[0]
-    sentence = normalise(top.passage[top.answer_start : top.answer_end])
-    return any(normalise(a) in sentence for a in question.answers)
+    sentence = normalise(result.sentence)
+    return bool(sentence) and any(normalise(a) in sentence for a in question.answers)
 
 
 def gold_article_ids(engine: Engine, question: Question) -> set[str]:
@@ -173,7 +170,7 @@ def evaluate(
                 for k in KS:
                     recall[k] += first is not None and first <= k
                 mrr += 1.0 / first if first else 0.0
-                hits_at_sentence += sentence_hit(result, hits, question)
+                hits_at_sentence += sentence_hit(result, question)
                 refused += not result.answered
                 if result.answered:
                     by_chunk = {h.chunk.text: h for h in hits}

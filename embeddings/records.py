@@ -79,4 +79,8 @@ class Answer:
     answered: bool
     text: str
     citations: tuple[Citation, ...] = field(default_factory=tuple)
+    # With the reader: its probability that ``text`` answers (or, abstaining, that the closest sentence
+    # would have); without it, the hand-made features' score (see docs/quality.md).
     confidence: float = 0.0
+    # The sentence chosen, even when the answer abstains (what evaluation checks).
+    sentence: str = ""

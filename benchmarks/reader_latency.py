@@ -1,0 +1,91 @@
+"""`ask` latency on the BBC store with the reader on and off, and how much the reader reads.
+
+    .venv/bin/python benchmarks/reader_latency.py [--shared ../shared] [--sentences 8] [--threads 2]
+
+Uses the store `newsbot eval ... --corpus ../shared/data/bbc_news/bbc_news.jsonl` builds (built here
+first if missing), and asks every BBC dev and off-topic question once to warm up, then times each.
+Prints p50/p99 per setting, the sentences and word pieces the reader reads per question, and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.engine import Engine
+from embeddings.evaluate import corpus_store, read_questions
+from embeddings.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shared", default=str(REPO.parent / "shared"))
+    parser.add_argument("--sentences", type=int, nargs="*", default=[0, 6, 8, 10])
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    corpus = Path(args.shared) / "data" / "bbc_news" / "bbc_news.jsonl"
+    if not corpus.exists():
+        print(f"no BBC corpus at {corpus}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    settings = settings.replace(store=corpus_store([str(corpus)], settings))
+    engine = Engine(settings)
+    if not engine.has_store():
+        engine.ingest([str(corpus)], wait=600)
+    questions = [
+        q.question
+        for name in ("bbc_dev.jsonl", "offtopic.jsonl")
+        for q in read_questions(REPO / "tests" / "data" / name)
+    ]
+
+    # Count what the reader reads: wrap its one batched model call.
+    reader = engine.reader
+    assert reader is not None
+    counts: list[int] = []
+    tokens: list[int] = []
+    inner_logits = reader.logits
+
+    def counting_logits(question, passages):  # type: ignore[no-untyped-def]
+        logits, encoded = inner_logits(question, passages)
+        counts.append(sum(len(p.sentences) for p in passages))
+        tokens.append(int(encoded.attention_mask.sum()))
+        return logits, encoded
+
+    reader.logits = counting_logits  # type: ignore[method-assign]
+
+    print(
+        "| reader sentences | questions | ask p50 ms | ask p99 ms | sentences read (mean) | word pieces (mean) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for n in args.sentences:
+        engine.settings = settings.replace(reader_sentences=n)
+        for q in questions[:20]:
+            engine.ask(q)
+        counts.clear()
+        tokens.clear()
+        latencies = []
+        for _ in range(args.repeat):
+            for q in questions:
+                started = time.perf_counter()
+                engine.ask(q)
+                latencies.append((time.perf_counter() - started) * 1000)
+        read = np.mean(counts) if counts else 0.0
+        pieces = np.mean(tokens) if tokens else 0.0
+        print(
+            f"| {n or 'off'} | {len(questions)} | {np.percentile(latencies, 50):.1f} | "
+            f"{np.percentile(latencies, 99):.1f} | {read:.1f} | {pieces:.0f} |"
+        )
+    print("targets: ask p50 <= 40 ms, p99 <= 100 ms with the reader on (2 cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
