@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--corpus", help="index this corpus into a temporary store first")
     p.add_argument("--fusion", action="append", help="compare these fusions (default: the settings')")
+    p.add_argument(
+        "--rerank", type=int, default=0, help="also a row with the reader reranking this many passages"
+    )
     p.add_argument("--out", help="also write the results as JSON here")
     p.set_defaults(func=cmd_eval)
 

@@ -11,9 +11,10 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from embeddings.answer import AnswerOptions, answer, check_question
+from embeddings.answer import AnswerOptions, answer, check_question, rerank
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.reader import Reader
@@ -164,7 +165,11 @@ class Engine:
         question = check_question(question, self.settings.max_question_chars)
         searcher = self.searcher
         query = searcher.embed_query(question)
-        hits = searcher.search(question, search_options(self.settings), query)
-        return answer(
-            question, query, hits, searcher.idf(question), answer_options(self.settings), self.reader
-        )
+        reader, depth = self.reader, self.settings.reader_rerank
+        search = search_options(self.settings)
+        if reader is not None and depth > search.k:
+            search = replace(search, k=depth)
+        hits = searcher.search(question, search, query)
+        if reader is not None and depth:
+            hits = rerank(question, query, hits, reader, depth)[: self.settings.top_k]
+        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings), reader)

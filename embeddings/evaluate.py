@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.answer import AnswerOptions, answer
+from embeddings.answer import AnswerOptions, answer, rerank
 from embeddings.articles import make_article
 from embeddings.engine import Engine, answer_options, search_options
 from embeddings.records import Answer, Article, Hit
@@ -137,21 +137,22 @@ def evaluate(
     questions: Sequence[Question],
     fusions: Iterable[str],
     options: AnswerOptions | None = None,
-    readers: Sequence[bool] = (True,),
+    readers: Sequence[tuple[bool, int]] = ((True, 0),),
 ) -> tuple[list[Row], dict[str, list[float]]]:
-    """One row per fusion (and per reader setting: on, off); also each answerable/unanswerable
-    question's confidence, for calibration, keyed by the row's name."""
+    """One row per fusion and reader setting ((reader on, passages it reranks); also each
+    answerable/unanswerable question's confidence, for calibration, keyed by the row's name."""
     options = options or answer_options(engine.settings)
     searcher = engine.searcher
     queries = engine.encoder.encode([q.question for q in questions])
     golds = [gold_article_ids(engine, q) for q in questions]
     rows = []
     confidences: dict[str, list[float]] = {}
-    for fusion, with_reader in itertools.product(fusions, readers):
+    for fusion, (with_reader, depth) in itertools.product(fusions, readers):
         reader = engine.reader if with_reader else None
         search = search_options(engine.settings)
-        search = type(search)(**{**asdict(search), "fusion": fusion, "k": max(KS)})
-        row = Row(f"{fusion} + reader" if reader is not None else fusion)
+        search = type(search)(**{**asdict(search), "fusion": fusion, "k": max(*KS, depth)})
+        name = fusion if reader is None else f"{fusion} + reader"
+        row = Row(name + (f", reranking {depth}" if reader is not None and depth else ""))
         recall = dict.fromkeys(KS, 0)
         answerable = unanswerable = abstained = refused = hits_at_sentence = 0
         extra = extra_relevant = 0
@@ -160,6 +161,8 @@ def evaluate(
         started = time.perf_counter()
         for question, query, gold in zip(questions, queries, golds, strict=True):
             hits = searcher.search(question.question, search, query)
+            if reader is not None and depth:
+                hits = rerank(question.question, query, hits, reader, depth)
             idf = searcher.idf(question.question)
             result = answer(question.question, query, hits[: engine.settings.top_k], idf, options, reader)
             if question.answerable:
@@ -252,10 +255,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     else:
         engine = Engine(settings)
     fusions = args.fusion or [settings.fusion]
-    readers = (True, False) if settings.reader else (False,)
+    readers = [(False, 0)]
+    if settings.reader:
+        readers = [(True, settings.reader_rerank), (False, 0)]
+        if args.rerank and args.rerank != settings.reader_rerank:
+            readers.insert(1, (True, args.rerank))
     rows, confidences = evaluate(engine, questions, fusions, readers=readers)
     print(format_table(rows))
-    for row, with_reader in zip(rows[: len(readers)], readers, strict=True):
+    for row, (with_reader, _) in zip(rows[: len(readers)], readers, strict=True):
         yes, no = confidences[f"{row.name}:answerable"], confidences[f"{row.name}:unanswerable"]
         if yes and no:
             threshold, answered, abstained = calibrate(yes, no)

@@ -54,6 +54,7 @@ class Settings:
     reader: bool = True
     reader_sentences: int = 8
     reader_threshold: float = 0.5
+    reader_rerank: int = 0
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None
