@@ -62,7 +62,8 @@ def main() -> int:
     reader.logits = counting_logits  # type: ignore[method-assign]
 
     print(
-        "| reader sentences | questions | ask p50 ms | ask p99 ms | sentences read (mean) | word pieces (mean) |"
+        "| reader sentences | questions | ask p50 ms | ask p99 ms | sentences read (mean) "
+        "| word pieces (mean) |"
     )
     print("|---|---|---|---|---|---|")
     for n in args.sentences:

@@ -35,6 +35,7 @@ def main() -> int:
     with open(args.out, "w", encoding="utf-8") as out:
         for item in held[: args.n]:
             record = {
+                "id": item.id,
                 "question": item.question,
                 "answers": [item.context[item.answer[0] : item.answer[1]]],
                 "title": item.title.replace("_", " "),

@@ -56,6 +56,7 @@ class Item:
     answer: tuple[int, int]  # character span in context
     article: int
     paragraph: int
+    id: str = ""
 
 
 def normalise(text: str) -> str:
@@ -93,7 +94,9 @@ def load_squad(
                 }
                 if not positives:
                     continue
-                item = Item(qa["question"], title, context, spans, frozenset(positives), (start, end), a, p)
+                item = Item(
+                    qa["question"], title, context, spans, frozenset(positives), (start, end), a, p, qa["id"]
+                )
                 (held if a % 20 == HELD_OUT else train).append(item)
         paragraphs.append(paras)
     return train, held, paragraphs
