@@ -58,6 +58,7 @@ def squad_lines(path: Path) -> list[Case]:
 
 
 def held_out(data: Path, n: int, seed: int = 5) -> list[Case]:
+    sys.path.insert(0, str(REPO))  # training/ is a folder of scripts, not an installed package
     from training.train_reader import load_squad
 
     _, held, _ = load_squad(data)
@@ -107,9 +108,23 @@ def main() -> int:
     reader = Reader(Path(args.model_dir) if args.model_dir else None)
     encoder = load_encoder("all-MiniLM-L6-v2", "onnx-int8", "cpu")
 
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def read(case: Case) -> tuple[np.ndarray, np.ndarray]:
+        if id(case) not in cache:
+            question, title, text, spans, _ = case
+            cache[id(case)] = reader.score_text(question, Passage(title, text, spans))
+        return cache[id(case)]
+
     def by_reader(case: Case) -> np.ndarray:
-        question, title, text, spans, _ = case
-        return reader.score_text(question, Passage(title, text, spans))
+        return read(case)[0]
+
+    def by_span(case: Case) -> np.ndarray:
+        return read(case)[1]
+
+    def by_both(case: Case) -> np.ndarray:
+        scores, spans = read(case)
+        return scores + 0.5 * spans
 
     def by_cosine(case: Case) -> np.ndarray:
         question, _, text, spans, _ = case
@@ -121,14 +136,22 @@ def main() -> int:
         asked = question_terms(question)
         return np.array([len(asked & set(t)) for t in tokenize([text[a:b] for a, b in spans])], dtype=float)
 
-    print("| set | questions | reader | MiniLM cosine | word overlap | reader ms/question |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| set | questions | reader (sentence logit) | reader (best span) | reader (logit + 0.5 span) "
+        "| MiniLM cosine | word overlap | reader ms/question |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, cases in sets.items():
         reader_p, reader_s = precision_at_1(cases, by_reader)
+        span_p, _ = precision_at_1(cases, by_span)
+        both_p, _ = precision_at_1(cases, by_both)
         cosine_p, _ = precision_at_1(cases, by_cosine)
         overlap_p, _ = precision_at_1(cases, by_overlap)
         n = sum(1 for c in cases if c[4])
-        print(f"| {name} | {n} | {reader_p:.3f} | {cosine_p:.3f} | {overlap_p:.3f} | {reader_s * 1000:.0f} |")
+        print(
+            f"| {name} | {n} | {reader_p:.3f} | {span_p:.3f} | {both_p:.3f} | {cosine_p:.3f} "
+            f"| {overlap_p:.3f} | {reader_s * 1000:.0f} |"
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ from embeddings.evaluate import context_articles, corpus_store, normalise, read_
 from embeddings.settings import load_settings
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+SPAN_WEIGHTS = (0.0, 0.25, 0.5)
 
 
 def main() -> int:
@@ -40,11 +41,14 @@ def main() -> int:
     questions = [q for q in read_questions(path) if q.answerable]
     queries = engine.encoder.encode([q.question for q in questions])
     options = answer_options(settings)
-    print(f"| sentences read | features alone | {' | '.join(f'reader + {w} x features' for w in WEIGHTS)} |")
-    print("|---" * (len(WEIGHTS) + 2) + "|")
+    grid = [(w, v) for v in SPAN_WEIGHTS for w in WEIGHTS]
+    print(
+        "| sentences read | features alone | reader + w x features + v x span: best (w, v) | hit rate by (w, v) |"
+    )
+    print("|---|---|---|---|")
     for n in args.sentences:
         features_hits = 0
-        hits_by_weight = dict.fromkeys(WEIGHTS, 0)
+        hits_by_weight = dict.fromkeys(grid, 0)
         for question, query in zip(questions, queries, strict=True):
             gold = [normalise(a) for a in question.answers]
 
@@ -60,12 +64,16 @@ def main() -> int:
             read = read_sentences(question.question, sentences, reader, n)
             if not read:
                 continue
-            for w in WEIGHTS:
-                best = max(read, key=lambda s, w=w: s.final(w))
-                hits_by_weight[w] += right(best.hit.chunk.text[best.start : best.end])
+            for w, v in grid:
+                best = max(read, key=lambda s, w=w, v=v: s.final(w, v))
+                hits_by_weight[w, v] += right(best.hit.chunk.text[best.start : best.end])
         total = len(questions)
-        cells = " | ".join(f"{hits_by_weight[w] / total:.3f}" for w in WEIGHTS)
-        print(f"| {n} | {features_hits / total:.3f} | {cells} |")
+        best_key = max(grid, key=lambda key: hits_by_weight[key])
+        cells = ", ".join(f"{key}: {hits_by_weight[key] / total:.3f}" for key in grid)
+        print(
+            f"| {n} | {features_hits / total:.3f} | {best_key}: {hits_by_weight[best_key] / total:.3f} "
+            f"| {cells} |"
+        )
     return 0
 
 

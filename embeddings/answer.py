@@ -52,7 +52,9 @@ class AnswerOptions:
     # The reader (embeddings/reader.py), when one is given: it reads this many sentences, the best
     # by the features above, each with its neighbours; 0 leaves the choice to the features.
     reader_sentences: int = 8
-    # A sentence's final score: the reader's logit + this x the features' score.
+    # A sentence's final score: the reader's logit + these x its best answer span's score and x the
+    # features' score.
+    reader_span_weight: float = 0.0
     reader_feature_weight: float = 0.0
     # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
     reader_threshold: float = 0.5
@@ -69,16 +71,17 @@ class Sentence:
     score: float  # by the features
     cosine: float
     reader_logit: float | None = None
+    reader_span: float = 0.0  # the reader's best answer span inside the sentence (start + end logit)
 
     @property
     def probability(self) -> float:
         """The reader's probability that this sentence answers the question (0 when unread)."""
         return 0.0 if self.reader_logit is None else float(sigmoid(self.reader_logit))
 
-    def final(self, feature_weight: float) -> float:
+    def final(self, feature_weight: float, span_weight: float = 0.0) -> float:
         if self.reader_logit is None:
             return self.score
-        return self.reader_logit + feature_weight * self.score
+        return self.reader_logit + span_weight * self.reader_span + feature_weight * self.score
 
 
 def check_question(question: str, max_chars: int) -> str:
@@ -332,11 +335,11 @@ def read_sentences(
         windows.append((hit, spans[lo:hi]))
     read = []
     for (hit, spans), reading in zip(windows, reader.read(question, passages), strict=True):
-        for (a, _), logit in zip(spans, reading.scores, strict=True):
+        for (a, _), logit, span in zip(spans, reading.scores, reading.span_scores, strict=True):
             known = features.get((hit.chunk.id, a))
             if known is None or not np.isfinite(logit):
                 continue  # a sentence another passage already offered, or cut off
-            read.append(replace(known, reader_logit=float(logit)))
+            read.append(replace(known, reader_logit=float(logit), reader_span=float(span)))
     return sorted(read, key=lambda s: -s.final(0.0))
 
 
@@ -383,9 +386,10 @@ def answer(
     use_reader = reader is not None and options.reader_sentences > 0 and bool(sentences)
     if use_reader:
         assert reader is not None
-        weight = options.reader_feature_weight
         read = read_sentences(question, sentences, reader, options.reader_sentences)
-        sentences = sorted(read, key=lambda s: -s.final(weight))
+        sentences = sorted(
+            read, key=lambda s: -s.final(options.reader_feature_weight, options.reader_span_weight)
+        )
         confidence = sentences[0].probability if sentences else 0.0
         threshold = options.reader_threshold
     else:

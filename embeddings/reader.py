@@ -122,6 +122,8 @@ class Reading:
     """The reader's view of one passage: each sentence's score, and the best answer span per sentence."""
 
     scores: np.ndarray  # logits; sigmoid gives the probability that the sentence answers
+    # The best answer span's start + end logit inside each sentence (-inf when cut off).
+    span_scores: np.ndarray
     spans: tuple[tuple[int, int] | None, ...]  # character offsets into the passage text
 
 
@@ -169,8 +171,9 @@ class Reader:
         )
         return logits, encoded
 
-    def score_text(self, question: str, passage: Passage) -> np.ndarray:
-        """Every sentence of a text of any length scored, the text read in as many rows as it needs."""
+    def score_text(self, question: str, passage: Passage) -> tuple[np.ndarray, np.ndarray]:
+        """Every sentence of a text of any length scored (sentence logits, best-span scores), the text
+        read in as many rows as it needs."""
         counts = [
             len(e.ids)
             for e in self._tokenizer.encode_batch(
@@ -183,8 +186,8 @@ class Reader:
         )
         budget = self.max_tokens - question_tokens - title_tokens - 3
         parts = split_passage(passage, counts, budget)
-        logits, encoded = self.logits(question, parts)
-        return np.concatenate(sentence_scores(logits, encoded))
+        readings = self.read(question, parts)
+        return np.concatenate([r.scores for r in readings]), np.concatenate([r.span_scores for r in readings])
 
     def read(self, question: str, passages: Sequence[Passage], max_answer_tokens: int = 24) -> list[Reading]:
         """Every given sentence of every passage scored, in one batched run of the model."""
@@ -197,9 +200,14 @@ class Reader:
             logits, encoded.members, encoded.offsets, encoded.prefix, scores, strict=True
         ):
             spans: list[tuple[int, int] | None] = []
-            for m in members:
-                spans.append(_best_span(row, m, offsets, prefix, max_answer_tokens) if len(m) else None)
-            readings.append(Reading(passage_scores, tuple(spans)))
+            best = np.full(len(members), -np.inf, dtype=np.float32)
+            for i, m in enumerate(members):
+                if len(m):
+                    best[i], span = _best_span(row, m, offsets, prefix, max_answer_tokens)
+                    spans.append(span)
+                else:
+                    spans.append(None)
+            readings.append(Reading(passage_scores, best, tuple(spans)))
         return readings
 
 
@@ -226,8 +234,9 @@ def _sub(passage: Passage, i: int, j: int) -> Passage:
 
 def _best_span(
     row: np.ndarray, members: np.ndarray, offsets: np.ndarray, prefix: int, longest: int
-) -> tuple[int, int]:
-    """The highest start + end logit span inside a sentence, as character offsets into the passage."""
+) -> tuple[float, tuple[int, int]]:
+    """The highest start + end logit span inside a sentence: its score, and its character offsets
+    into the passage."""
     start, end = row[members, 1], row[members, 2]
     total = start[:, None] + end[None, :]
     n = len(members)
@@ -235,4 +244,4 @@ def _best_span(
     total = np.where(allowed, total, -np.inf)
     i, j = np.unravel_index(int(np.argmax(total)), total.shape)
     a, b = offsets[members[i], 0], offsets[members[j], 1]
-    return int(a) - prefix, int(b) - prefix
+    return float(total[i, j]), (int(a) - prefix, int(b) - prefix)
