@@ -42,9 +42,7 @@ def main() -> int:
     queries = engine.encoder.encode([q.question for q in questions])
     options = answer_options(settings)
     grid = [(w, v) for v in SPAN_WEIGHTS for w in WEIGHTS]
-    print(
-        "| sentences read | features alone | reader + w x features + v x span: best (w, v) | hit rate by (w, v) |"
-    )
+    print("| sentences read | features alone | best (w, v): reader + w x features + v x span | all (w, v) |")
     print("|---|---|---|---|")
     for n in args.sentences:
         features_hits = 0
