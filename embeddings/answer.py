@@ -51,11 +51,11 @@ class AnswerOptions:
     weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.5, 0.5, 0.4)
     # The reader (embeddings/reader.py), when one is given: it reads this many sentences, the best
     # by the features above, each with its neighbours; 0 leaves the choice to the features.
-    reader_sentences: int = 8
+    reader_sentences: int = 6
     # A sentence's final score: the reader's logit + these x its best answer span's score and x the
     # features' score.
-    reader_span_weight: float = 0.0
-    reader_feature_weight: float = 0.0
+    reader_span_weight: float = 0.25
+    reader_feature_weight: float = 4.0
     # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
     reader_threshold: float = 0.5
     # Passages after the first are cited only when the reader gives one of their sentences at least

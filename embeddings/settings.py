@@ -52,7 +52,7 @@ class Settings:
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
     reader: bool = True
-    reader_sentences: int = 8
+    reader_sentences: int = 6
     reader_threshold: float = 0.5
     reader_rerank: int = 0
     max_question_chars: int = 1000
