@@ -59,8 +59,10 @@ class AnswerOptions:
     # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
     reader_threshold: float = 0.5
     # Passages after the first are cited only when the reader gives one of their sentences at least
-    # this probability of answering (without the reader: always, as before).
+    # this probability of answering; without the reader, when one of their sentences scores at
+    # least this share of the quoted sentence's score (not tuned: see docs/quality.md).
     support: float = 0.5
+    support_ratio: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -407,13 +409,18 @@ def answer(
         answered = confidence >= threshold
         if answered:
             text = chosen
-    if use_reader and answered:
-        # Only passages with a sentence the reader believes answers too support the answer.
-        order = order[:1] + [
-            h
-            for h in order[1:]
-            if h.chunk.id in best_in and best_in[h.chunk.id].probability >= options.support
-        ]
+    if answered:
+        # Only passages with a sentence that answers nearly as well support the answer: by the
+        # reader's probability, or by the features' score against the quoted sentence's.
+        def supports(hit: Hit) -> bool:
+            best = best_in.get(hit.chunk.id)
+            if best is None:
+                return False
+            if use_reader:
+                return best.probability >= options.support
+            return best.score >= options.support_ratio * sentences[0].score
+
+        order = order[:1] + [h for h in order[1:] if supports(h)]
     citations = []
     for n, hit in enumerate(order[: options.citations], start=1):
         # Under "the articles do not say" the reader's passages are only the closest: nothing is bold.

@@ -51,7 +51,7 @@ class Settings:
     # answer
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
-    reader: bool = True
+    reader: bool = False
     reader_sentences: int = 6
     reader_threshold: float = 0.5
     reader_rerank: int = 0
