@@ -21,7 +21,6 @@ import numpy as np
 
 from embeddings.articles import discover_files, load_paths
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
-from embeddings.encoder import model_path
 from embeddings.engine import Engine
 from embeddings.evaluate import read_questions
 from embeddings.records import Article
@@ -64,7 +63,7 @@ def main() -> int:
     articles = report.added + report.duplicates
 
     # The raw encoder on exactly the passages ingest embedded.
-    tokenizer = load_tokenizer(model_path(settings.model))
+    tokenizer = load_tokenizer(engine.encoder.tokenizer_file)
     texts: list[str] = []
     for item in load_paths([corpus]):
         if isinstance(item, Article):

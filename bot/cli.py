@@ -27,6 +27,7 @@ Ask questions about news articles and get short answers that cite their passages
 Typical use:
   newsbot ingest articles/            # embed new and changed articles into the store
   newsbot ask "Who opposed the ABM amendment?"
+  newsbot reembed                     # after changing the encoder: re-embed the stored passages
   DISCORD_TOKEN=... newsbot serve     # answer in Discord (see `newsbot serve --help`)
 """
 
@@ -85,6 +86,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn, ray=ray
     )
     print(report.summary())
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    print(engine.reembed(progress=not args.quiet, wait=args.wait).summary())
     return 0
 
 
@@ -232,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(auto, HOST:6379, ray://HOST:10001), on that running cluster (README: Backfills on Ray)",
     )
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "reembed",
+        help="re-embed every stored passage with the current encoder (after changing backend or model file)",
+        description="Re-embed every stored passage from the text the store holds (no file is read "
+        "again), with the encoder the settings choose. Safe to interrupt: the next run carries on.",
+    )
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for another writer")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reembed)
 
     p = sub.add_parser("ask", help="answer a question from the stored articles, with citations")
     p.add_argument("question", nargs="+", help="the question (quote it, or not)")

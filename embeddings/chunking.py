@@ -19,6 +19,7 @@ from pathlib import Path
 import blingfire
 from tokenizers import Tokenizer
 
+from embeddings import onnx_model
 from embeddings.records import Article, Chunk
 
 # [CLS] and [SEP] take two of the model's positions.
@@ -41,10 +42,9 @@ class Span:
 
 
 @lru_cache(maxsize=4)
-def load_tokenizer(model_dir: Path) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+def load_tokenizer(tokenizer_file: Path) -> Tokenizer:
+    """The encoder's tokenizer (``Encoder.tokenizer_file``), counting every word piece."""
+    tokenizer: Tokenizer = onnx_model.load_tokenizer(tokenizer_file)
     return tokenizer
 
 

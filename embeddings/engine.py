@@ -17,6 +17,7 @@ from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
+from embeddings.reembed import ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.store import DB_NAME, Store
@@ -54,7 +55,9 @@ class Engine:
         return (self.store_path / DB_NAME).exists()
 
     def open_store(self) -> Store:
-        return Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim)
+        return Store(
+            self.store_path, model=self.encoder.name, dim=self.encoder.dim, encoder=self.encoder.identity
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def ingest(
@@ -96,6 +99,21 @@ class Engine:
             address=ray,
         ) as remote:
             yield remote
+
+    def reembed(self, *, progress: bool = False, wait: float = 0.0) -> ReembedReport:
+        """Give every stored passage this engine's encoder's vectors (see reembed.py)."""
+        store = Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim, create=False)
+        try:
+            with store.writer(wait=wait):
+                report = reembed(store, self.encoder, batch_size=self.settings.batch_size, progress=progress)
+                if report.passages:
+                    # The keyword index only records the new generation; the vector changes are folded
+                    # into a new FAISS file, since every vector changed.
+                    Ingestor(store, self.encoder, self.settings).finish()
+        finally:
+            store.close()
+        self.refresh()
+        return report
 
     def ingest_items(self, items: Iterable[Article | Skip], *, wait: float = 0.0) -> IngestReport:
         """Ingest articles that did not come from files (feed entries, eval corpora)."""

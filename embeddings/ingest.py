@@ -22,7 +22,7 @@ from tqdm import tqdm
 from embeddings import index as vector_index
 from embeddings.articles import load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
-from embeddings.encoder import Encoder, model_path
+from embeddings.encoder import Encoder
 from embeddings.keyword import KeywordWriter
 from embeddings.records import Article, Chunk, Skip
 from embeddings.settings import Settings
@@ -91,7 +91,7 @@ class Ingestor:
         self.store = store
         self.encoder = encoder
         self.settings = settings
-        self.tokenizer = load_tokenizer(model_path(settings.model))
+        self.tokenizer = load_tokenizer(encoder.tokenizer_file)
         self._keyword: KeywordWriter | None = None
 
     # -- the public steps ---------------------------------------------------------------------

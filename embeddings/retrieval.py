@@ -84,7 +84,7 @@ class Searcher:
         if not (self.root / DB_NAME).exists():
             raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
         # Check the model before anything else is read.
-        Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
+        Store(self.root, model=encoder.name, dim=encoder.dim, encoder=encoder.identity, create=False).close()
         self._db = connect(self.root / DB_NAME, readonly=True)
         self._db.execute("BEGIN")
         self.generation = int(

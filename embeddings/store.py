@@ -55,6 +55,8 @@ CREATE INDEX IF NOT EXISTS removed_generation ON removed (generation);
 
 
 DB_NAME = "newsbot.sqlite"
+# meta key of an unfinished `newsbot reembed`: "<target encoder identity>\t<last passage id done>".
+REEMBED_KEY = "reembed"
 LOCK_NAME = "write.lock"
 
 
@@ -116,10 +118,16 @@ ARTICLE_COLUMNS = "id, title, author, published, source, url, text, content_hash
 class Store:
     """One store directory. Reading is always allowed; writing needs :meth:`writer`."""
 
-    def __init__(self, root: Path, *, model: str, dim: int, create: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, model: str, dim: int, encoder: str | None = None, create: bool = True
+    ) -> None:
+        """``encoder`` is the identity of the encoder that will embed questions or passages for this
+        store (``Encoder.identity``): a store embedded by another is refused. None skips that check
+        (``newsbot reembed``, which replaces the vectors)."""
         self.root = Path(root)
         self.model = model
         self.dim = dim
+        self.encoder = encoder
         db = self.root / DB_NAME
         if not db.exists() and not create:
             raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
@@ -141,20 +149,37 @@ class Store:
 
     # -- identity ---------------------------------------------------------------------------
     def _check_model(self) -> None:
-        stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim')").fetchall())
+        stored = self.meta("model", "dim", "encoder")
         if not stored:
             with self.transaction():
                 self.db.executemany(
                     "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                     [("model", self.model), ("dim", str(self.dim)), ("generation", "0")],
                 )
-            return
-        if stored.get("model") != self.model or int(stored.get("dim", 0)) != self.dim:
+        elif stored.get("model") != self.model or int(stored.get("dim", 0)) != self.dim:
             raise StoreError(
                 f"store {self.root} was built with model {stored.get('model')!r} ({stored.get('dim')} dims), "
                 f"but the settings ask for {self.model!r} ({self.dim} dims): use that model, "
                 "or another --store for this one"
             )
+        if self.encoder is None:
+            return
+        if stored.get("encoder") is None:
+            # New, or from a newsbot that did not record its encoder: every such store was embedded by
+            # the int8 file now shipped (byte for byte what was exported at first use) or by torch,
+            # whose vectors it matches to a cosine of 0.99, so the current encoder is taken as its own.
+            with self.transaction():
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoder', ?)", (self.encoder,))
+        elif stored["encoder"] != self.encoder:
+            raise StoreError(
+                f"store {self.root} was embedded by {stored['encoder']!r}, but the settings' encoder is "
+                f"{self.encoder!r}: run `newsbot reembed` to re-embed it with this one, "
+                "or go back to the settings that built it"
+            )
+
+    def meta(self, *keys: str) -> dict[str, str]:
+        marks = ", ".join("?" * len(keys))
+        return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys).fetchall())
 
     @property
     def generation(self) -> int:
@@ -184,12 +209,23 @@ class Store:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_file = fd
         try:
+            self._check_no_reembed()
             yield self
         finally:
             self._lock_file = None
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _check_no_reembed(self) -> None:
+        """A reembed left unfinished must be finished before the old encoder writes again: its progress
+        is a position in passage-id order, which passages written meanwhile would fall behind."""
+        target = self.meta(REEMBED_KEY).get(REEMBED_KEY, "").split("\t")[0]
+        if self.encoder is not None and target and target != self.encoder:
+            raise StoreError(
+                f"store {self.root} is half re-embedded to {target!r}: run `newsbot reembed` with the "
+                "settings that started it to finish"
+            )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -345,6 +381,7 @@ class Store:
             "passages": passage_count(db),
             "model": self.model,
             "dim": self.dim,
+            "encoder": self.meta("encoder").get("encoder"),
             "generation": self.generation,
             "updated": articles[1],
         }
