@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from embeddings.settings import Settings
 
 EXIT_ERROR = 2
+BATCH_PASSAGES = 1024  # embeddings.reembed.BATCH_PASSAGES, without importing the pipeline for --help
 
 DESCRIPTION = """\
 Ask questions about news articles and get short answers that cite their passages.
@@ -91,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_reembed(args: argparse.Namespace) -> int:
     engine = _engine(args)
-    print(engine.reembed(progress=not args.quiet, wait=args.wait).summary())
+    print(engine.reembed(progress=not args.quiet, wait=args.wait, batch_passages=args.batch).summary())
     return 0
 
 
@@ -248,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for another writer")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH_PASSAGES,
+        metavar="PASSAGES",
+        help=f"passages per transaction: what an interruption can cost (default {BATCH_PASSAGES})",
+    )
     p.set_defaults(func=cmd_reembed)
 
     p = sub.add_parser("ask", help="answer a question from the stored articles, with citations")

@@ -17,7 +17,7 @@ from embeddings.answer import AnswerOptions, answer, check_question
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
-from embeddings.reembed import ReembedReport, reembed
+from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.store import DB_NAME, Store
@@ -100,12 +100,20 @@ class Engine:
         ) as remote:
             yield remote
 
-    def reembed(self, *, progress: bool = False, wait: float = 0.0) -> ReembedReport:
+    def reembed(
+        self, *, progress: bool = False, wait: float = 0.0, batch_passages: int = BATCH_PASSAGES
+    ) -> ReembedReport:
         """Give every stored passage this engine's encoder's vectors (see reembed.py)."""
         store = Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim, create=False)
         try:
             with store.writer(wait=wait):
-                report = reembed(store, self.encoder, batch_size=self.settings.batch_size, progress=progress)
+                report = reembed(
+                    store,
+                    self.encoder,
+                    batch_size=self.settings.batch_size,
+                    batch_passages=batch_passages,
+                    progress=progress,
+                )
                 if report.passages:
                     # The keyword index only records the new generation; the vector changes are folded
                     # into a new FAISS file, since every vector changed.

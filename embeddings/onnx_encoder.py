@@ -91,7 +91,7 @@ class OnnxEncoder:
 
     def _load_exported(self, model: str, cache_dir: Path | None) -> Path:
         """fp32, or a model folder of one's own: exported from its PyTorch weights on first use."""
-        if any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "onnx")):
+        if not all(_installed(m) for m in ("torch", "transformers", "onnx")):
             what = "an int8 model folder of your own" if self.quantized else 'backend = "onnx" (fp32)'
             raise requires_torch_extra(what)
         from embeddings.onnx_export import cache_folder, ensure_exported, read_json
@@ -159,6 +159,13 @@ class OnnxEncoder:
         if not texts:
             return []
         return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _mean_pool_normalise(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
