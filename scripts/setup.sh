@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install newsbot with its pinned dependencies; quiet and quick when already done.
-#   bash scripts/setup.sh        what running newsbot needs
-#   bash scripts/setup.sh dev    and what testing it needs (pytest, ruff, mypy, Ray for --ray)
+#   bash scripts/setup.sh        what running newsbot needs (onnxruntime, no torch)
+#   bash scripts/setup.sh dev    and what testing it needs (pytest, ruff, mypy, the torch and ray extras)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -14,8 +14,8 @@ fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
 # A dev install covers the plain one.
 if ! fresh ".venv/.installed${extras:+-$extras}" && ! fresh .venv/.installed-dev; then
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch==2.13.0 is pinned in pyproject.toml; where no CPU wheel is at hand, PyTorch's CPU index
-  # provides it (see README), which avoids pulling the multi-GB CUDA build.
+  # The torch extra (in dev) pins torch==2.13.0; where no CPU wheel is at hand, PyTorch's CPU index
+  # provides it (NEWSBOT_PIP_ARGS, see README), which avoids pulling the multi-GB CUDA build.
   .venv/bin/python -m pip install -q ${NEWSBOT_PIP_ARGS:-} -e "$spec"
   touch ".venv/.installed${extras:+-$extras}"
 fi
