@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import blingfire
+from livekit.blingfire import text_to_sentences_with_offsets
 from tokenizers import Tokenizer
 
 from embeddings import onnx_model
@@ -57,7 +57,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     for line in _LINE.finditer(_unwrap(text)):
         if not line.group().strip():
             continue
-        _, offsets = blingfire.text_to_sentences_and_offsets(line.group())
+        _, offsets = text_to_sentences_with_offsets(line.group())
         spans.extend((line.start() + a, line.start() + b) for a, b in offsets if b > a)
     return spans
 
