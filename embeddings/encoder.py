@@ -215,7 +215,7 @@ _CACHE: dict[tuple[str, str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", device: str = "auto") -> Encoder:
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "onnx-int8", device: str = "auto") -> Encoder:
     """One encoder per process and configuration, loaded on first use."""
     key = (model, backend, device)
     with _CACHE_LOCK:
