@@ -13,11 +13,11 @@ fi
 fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
 # A dev install covers the plain one.
 if ! fresh ".venv/.installed${extras:+-$extras}" && ! fresh .venv/.installed-dev; then
+  # pip's own bytecode (8 MB) is not needed to run newsbot; newsbot's dependencies are byte-compiled
+  # at install, since where PYTHONDONTWRITEBYTECODE is set Python would recompile them at every start.
   .venv/bin/python -m pip install -q --no-compile --upgrade pip
   # The torch extra (in dev) pins torch==2.13.0; where no CPU wheel is at hand, PyTorch's CPU index
   # provides it (NEWSBOT_PIP_ARGS, see README), which avoids pulling the multi-GB CUDA build.
-  # --no-compile: Python compiles the modules newsbot imports on first use; byte-compiling every
-  # installed module up front would add ~40 MB (10% of the runtime .venv) and time to the install.
-  .venv/bin/python -m pip install -q --no-compile ${NEWSBOT_PIP_ARGS:-} -e "$spec"
+  .venv/bin/python -m pip install -q ${NEWSBOT_PIP_ARGS:-} -e "$spec"
   touch ".venv/.installed${extras:+-$extras}"
 fi
