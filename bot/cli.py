@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,17 +77,47 @@ def ray_target(ray: str | None, paths: Sequence[str]) -> tuple[str | None, list[
     return ray, list(paths)
 
 
+EXIT_SKIPPED = 1
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """Exit 0 when every input was read, 1 when some were skipped (the rest are stored), 2 when a
+    named path does not exist (nothing is ingested: with --prune a typo would remove articles) or
+    nothing at all could be ingested."""
     ray, paths = ray_target(args.ray, args.paths)
     if not paths:
         print("error: give at least one PATH to ingest", file=sys.stderr)
         return EXIT_ERROR
+    missing = [p for p in paths if not os.path.lexists(os.path.expanduser(p))]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)} (nothing was ingested)", file=sys.stderr)
+        return EXIT_ERROR
     engine = _engine(args)
+    created = not engine.has_store()
     report = engine.ingest(
         paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn, ray=ray
     )
+    if created:
+        print(f"created a new store at {engine.store_path}", file=sys.stderr)
     print(report.summary())
-    return 0
+    if report.skipped and not report.read:
+        print(
+            "error: nothing could be ingested: every input was skipped (see the warnings above)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_SKIPPED if report.skipped else 0
+
+
+def require_store(settings: Settings) -> None:
+    """A named store must exist: only the default one is created on first use (by `ask`, `serve`)."""
+    from embeddings.store import DB_NAME, StoreError
+
+    if not settings.default_store and not (Path(settings.store) / DB_NAME).exists():
+        raise StoreError(
+            f"no store at {settings.store}: check the path (--store, NEWSBOT_STORE or the settings file), "
+            f"or create it with `newsbot --store {settings.store} ingest PATH`"
+        )
 
 
 def format_answer(answer: Answer) -> str:
@@ -138,9 +170,12 @@ def _display_path(source: str) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from embeddings.answer import check_question
+    from embeddings.engine import Engine
 
-    engine = _engine(args)
-    question = check_question(" ".join(args.question), engine.settings.max_question_chars)
+    settings = _settings(args)
+    question = check_question(" ".join(args.question), settings.max_question_chars)
+    require_store(settings)
+    engine = Engine(settings)
     report = engine.ensure_default_corpus()
     if report is not None and not args.json:
         print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
@@ -151,17 +186,50 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def when(epoch: float | None, now: float | None = None) -> tuple[str, str]:
+    """An epoch time as ISO 8601 (UTC, to the second) and as "3 minutes ago"."""
+    if epoch is None:
+        return "never", ""
+    from datetime import UTC, datetime
+
+    iso = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso, ago(time.time() - epoch if now is None else now - epoch)
+
+
+def ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future (is this machine's clock right?)"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    if not engine.has_store():
-        print(f"error: no store at {engine.store_path}: run `newsbot ingest PATH` first", file=sys.stderr)
+    from embeddings.store import DB_NAME, damaged, open_readonly, read_stats
+
+    settings = _settings(args)
+    root = Path(settings.store)
+
+    if not (root / DB_NAME).exists():
+        print(f"error: no store at {root}: run `newsbot --store {root} ingest PATH` first", file=sys.stderr)
         return EXIT_ERROR
-    store = engine.open_store()
-    stats = store.stats()
-    store.close()
+    # Read-only, without loading the model: any user who may read the store may count it.
+    db = open_readonly(root, model=None, dim=None)
+    try:
+        stats = read_stats(db, root)
+    except sqlite3.DatabaseError as err:
+        raise damaged(root, err) from None
+    finally:
+        db.close()
+    iso, relative = when(stats["updated"])  # type: ignore[arg-type]
+    stats["updated"] = iso
     if args.json:
+        stats["updated_ago"] = relative
         print(json.dumps(stats, indent=2))
     else:
+        stats["updated"] = f"{iso} ({relative})" if relative else iso
         for key, value in stats.items():
             print(f"{key:>11}: {value}")
     return 0
@@ -170,7 +238,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.client import run_bot
 
-    return run_bot(_settings(args))
+    settings = _settings(args)
+    require_store(settings)
+    return run_bot(settings)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -182,7 +252,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from embeddings.evaluate import main as eval_main
 
-    return eval_main(args, _settings(args))
+    settings = _settings(args)
+    if not args.corpus:
+        require_store(settings)
+    return eval_main(args, settings)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -300,6 +373,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (QuestionError, StoreError, SettingsError, EncoderError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as err:
+        # Damage found past the open (pages read later): one line, and nothing written.
+        print(
+            f"error: the store's database is damaged ({err}): restore it from a backup, "
+            "or ingest the articles into a new --store",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
-from embeddings.store import DB_NAME, Store
+from embeddings.store import DB_NAME, Store, damaged
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class Engine:
                 report = ingest_paths(
                     paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
+        except sqlite3.DatabaseError as err:
+            # Damage in pages the open did not read; what was committed before stays as it was.
+            raise damaged(store.root, err) from None
         finally:
             store.close()
         self.refresh()

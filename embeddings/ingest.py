@@ -63,6 +63,11 @@ class IngestReport:
     embed_seconds: float = 0.0
 
     @property
+    def read(self) -> int:
+        """Items read and stored (or found already stored): everything but the skipped."""
+        return self.added + self.changed + self.unchanged + self.duplicates
+
+    @property
     def touched(self) -> int:
         return self.added + self.changed + self.duplicates + self.removed
 
@@ -201,7 +206,7 @@ class Ingestor:
             index = current.compacted(root)
         else:
             return  # readers add the changes since the saved file themselves
-        vector_index.save_index(index, root, generation)
+        vector_index.save_index(index, root, generation, db)
         # Tombstones older than every file left on disk are needed by no reader that opens now.
         self.store.forget_removals(through=vector_index.saved_generations(root)[-1])
 

@@ -22,11 +22,8 @@ from embeddings.encoder import Encoder
 from embeddings.records import Article, Chunk, Hit
 from embeddings.store import (
     ARTICLE_COLUMNS,
-    DB_NAME,
-    Store,
-    StoreError,
     article_from_row,
-    connect,
+    open_readonly,
     passage_count,
     read_generation,
 )
@@ -81,11 +78,8 @@ class Searcher:
     def __init__(self, root: Path, encoder: Encoder, *, factory: str = "auto", threads: int = 1) -> None:
         self.root = Path(root)
         self.encoder = encoder
-        if not (self.root / DB_NAME).exists():
-            raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
-        # Check the model before anything else is read.
-        Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
-        self._db = connect(self.root / DB_NAME, readonly=True)
+        # Read-only: a reader needs no write access to the store (the model is checked first).
+        self._db = open_readonly(self.root, encoder.name, encoder.dim)
         self._db.execute("BEGIN")
         self.generation = int(
             self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
