@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embeddings import index as vector_index
-from embeddings.articles import load_paths, normalized_hash, source_path
+from embeddings.articles import discover_files, load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder, model_path
 from embeddings.keyword import KeywordWriter
@@ -79,6 +79,54 @@ class IngestReport:
         )
 
 
+# A batch is written once it holds this many passages, or about this many seconds of encoding, or
+# has waited this long: a kill loses at most that much work, and a long ingest shows progress on disk.
+BATCH_PASSAGES = 2048
+BATCH_SECONDS = 10.0
+# Passages encoded per call, so the progress bar moves within a batch.
+PROGRESS_STEP = 128
+
+
+class Progress:
+    """Passages embedded out of an estimated total, with tqdm's rate and ETA.
+
+    The files were counted up front (a cheap walk), but how many passages they hold is known only
+    once they are read: the total is the passages found so far plus the files still unread at the
+    mean passages per file so far, so it settles as the ingest goes on.
+    """
+
+    def __init__(self, enabled: bool, files_total: int | None = None) -> None:
+        self.bar = tqdm(desc="embedding", unit=" passages", disable=not enabled, leave=False, smoothing=0.05)
+        self.files_total = files_total
+        self.files_read = 0
+        self.found = 0  # passages to embed, among the files read so far
+        self._file: str | None = None
+
+    def read(self, item: Article | Skip) -> None:
+        path = source_path(item.source)
+        name = str(path) if path is not None else item.source
+        if name != self._file:
+            self._file = name
+            self.files_read += 1
+
+    def chunked(self, passages: int) -> None:
+        self.found += passages
+        estimate = self.found
+        if self.files_total and self.files_read:
+            left = max(self.files_total - self.files_read, 0)
+            estimate += round(self.found / self.files_read * left)
+        self.bar.total = max(estimate, self.bar.n)
+        if self.files_total:
+            self.bar.set_postfix_str(f"{self.files_read}/{self.files_total} files", refresh=False)
+        self.bar.refresh()
+
+    def embedded(self, passages: int) -> None:
+        self.bar.update(passages)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _log_skip(skip: Skip) -> None:
     log.warning("skipped %s", skip)
 
@@ -98,6 +146,8 @@ class Ingestor:
         self.settings = settings
         self.tokenizer = load_tokenizer(model_path(settings.model))
         self._keyword: KeywordWriter | None = None
+        self._progress = Progress(False)
+        self._rate = 25.0
 
     # -- the public steps ---------------------------------------------------------------------
     def ingest(
@@ -105,8 +155,9 @@ class Ingestor:
         items: Iterable[Article | Skip],
         report: IngestReport | None = None,
         progress: bool = False,
-        batch_passages: int = 2048,
+        batch_passages: int = BATCH_PASSAGES,
         on_skip: Callable[[Skip], None] | None = None,
+        files_total: int | None = None,
     ) -> IngestReport:
         report = report or IngestReport()
         on_skip = on_skip or _log_skip
@@ -117,10 +168,14 @@ class Ingestor:
         # encoder releases the GIL, so reading costs the encoder almost nothing.
         in_flight: Flight | None = None
         encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsbot-encode")
-        bar = tqdm(desc="ingest", unit=" articles", disable=not progress, leave=False)
+        self._progress = Progress(progress, files_total)
+        # Until the encoder's speed is measured, a first batch small enough to land within seconds
+        # (a cluster is given whole batches: each job has a start-up cost).
+        self._rate = float("inf") if getattr(self.encoder, "remote", False) else 25.0
+        batch_started = time.monotonic()
         try:
             for item in items:
-                bar.update()
+                self._progress.read(item)
                 if isinstance(item, Skip):
                     on_skip(item)
                     report.skipped.append(item)
@@ -152,17 +207,19 @@ class Ingestor:
                     report.skipped.append(skip)
                     continue
                 batch.add(item, chunks, norm)
-                if batch.size >= batch_passages:
+                self._progress.chunked(len(chunks))
+                full = batch.size >= min(batch_passages, max(64, self._rate * BATCH_SECONDS))
+                if full or time.monotonic() - batch_started >= BATCH_SECONDS:
                     self._land(in_flight, report)
                     in_flight = (batch, encoding.submit(self._encode, batch))
-                    batch = Batch()
+                    batch, batch_started = Batch(), time.monotonic()
             self._land(in_flight, report)
             in_flight = None
             if batch.articles or batch.attach_later:
                 self._land((batch, encoding.submit(self._encode, batch)), report)
         finally:
             encoding.shutdown(cancel_futures=True)
-            bar.close()
+            self._progress.close()
         report.seconds += time.perf_counter() - started
         return report
 
@@ -227,7 +284,22 @@ class Ingestor:
                 shift = len(text) - len(chunk.text)
                 texts.append(text)
                 spans.append([(a + shift, b + shift) for a, b in chunk.sentences])
-        return self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
+        step = len(texts) if getattr(self.encoder, "remote", False) else PROGRESS_STEP  # one cluster job
+        if len(texts) <= step:
+            result = self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
+            self._progress.embedded(len(texts))
+            return result
+        started = time.perf_counter()
+        vectors, sentence_vectors = [], []
+        for at in range(0, len(texts), step):
+            v, sv = self.encoder.encode_spans(
+                texts[at : at + step], spans[at : at + step], self.settings.batch_size
+            )
+            vectors.append(v)
+            sentence_vectors.append(sv)
+            self._progress.embedded(len(v))
+        self._rate = len(texts) / max(time.perf_counter() - started, 1e-3)
+        return np.concatenate(vectors), np.concatenate(sentence_vectors)
 
     def _land(self, flight: Flight | None, report: IngestReport) -> None:
         """Wait for a batch's vectors, store it, then the duplicates that waited for it."""
@@ -298,7 +370,9 @@ def ingest_paths(
                 seen.add(item.id)
             yield item
 
-    ingestor.ingest(tracked(), report, progress=progress, on_skip=on_skip)
+    # Counting the files first is a walk of the folders, no reading: it gives the progress bar a total.
+    files_total = len(discover_files(paths)[0]) if progress else None
+    ingestor.ingest(tracked(), report, progress=progress, on_skip=on_skip, files_total=files_total)
     if prune:
         ingestor.prune([Path(p) for p in paths], seen, report)
     ingestor.finish()
