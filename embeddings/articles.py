@@ -519,11 +519,33 @@ def _html_article(content: str | bytes, *, id: str, source: str, url: str) -> Ar
         title=title,
         text="\n\n".join(paragraphs),
         author=getattr(doc, "author", None) or "",
-        published=getattr(doc, "date", None) or "",
+        published=_publication_date(content, getattr(doc, "date", None) or ""),
         source=source,
         # A saved page's canonical URL lets readers open the original.
         url=url or (page_url if page_url.startswith(("http://", "https://")) else ""),
     )
+
+
+def _publication_date(content: str | bytes, found: str) -> str:
+    """The page's date, unless it was only guessed from a "Copyright 2024" footer.
+
+    htmldate's last resort is January 1st of the copyright year, which is when the site's notice
+    was last changed, not when the article was published: an empty date is better than a wrong one.
+    Then only the page's markup and plainly written dates count (htmldate without its extensive search).
+    """
+    if not found.endswith("-01-01"):
+        return found
+    from htmldate import find_date
+    from htmldate.core import COPYRIGHT_PATTERN
+
+    html = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    match = COPYRIGHT_PATTERN.search(html)
+    if match is None or match.group(1) != found[:4]:
+        return found
+    try:
+        return find_date(html, extensive_search=False, original_date=True) or ""
+    except Exception:  # third-party parser on untrusted input
+        return ""
 
 
 # --------------------------------------------------------------------------- JSON and JSON Lines
