@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import answer_embed, passages_text, question_line
+from bot.render import answer_embed, embed_as_text, passages_text, question_line
 from embeddings.answer import QuestionError, check_question
 from embeddings.records import Answer
 
@@ -24,6 +27,91 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = discord.AllowedMentions.none()
 APOLOGY = "Sorry, something went wrong while answering that. The error is logged; please try again."
 _MENTION = re.compile(r"<@!?\d+>")
+
+
+# What the bot needs in a channel to answer there, by the attribute discord.Permissions gives it.
+NEEDED = {
+    "view_channel": "View Channels",
+    "send_messages": "Send Messages",
+    "embed_links": "Embed Links",
+    "read_message_history": "Read Message History",
+}
+
+
+def missing_permissions(channel: Any) -> list[str]:
+    """The permissions the bot lacks in ``channel``, as the guild's roles and overwrites say."""
+    guild = getattr(channel, "guild", None)
+    if guild is None or guild.me is None:
+        return []
+    permissions = channel.permissions_for(guild.me)
+    needed = dict(NEEDED)
+    if isinstance(channel, discord.Thread):
+        del needed["send_messages"]
+        needed["send_messages_in_threads"] = "Send Messages in Threads"
+    return [label for name, label in needed.items() if not getattr(permissions, name)]
+
+
+def why(error: discord.HTTPException) -> str:
+    """An HTTP error as Discord words it, on one line."""
+    text = " ".join(str(error.text or "").split())[:200]
+    return f"{error.status} {error.response.reason if error.response is not None else ''}".strip() + (
+        f": {text}" if text else ""
+    )
+
+
+def plain(reply: dict[str, Any]) -> dict[str, Any]:
+    """The same reply as plain text within Discord's 2,000 characters, without embed or buttons."""
+    embed = reply.get("embed")
+    content = embed_as_text(reply.get("content"), embed.to_dict()) if embed else reply.get("content")
+    return {"content": content, "allowed_mentions": reply.get("allowed_mentions", NO_MENTIONS)}
+
+
+async def deliver(
+    send: Callable[..., Awaitable[Any]], reply: dict[str, Any], channel: Any, where: str
+) -> bool:
+    """Send a reply; True once it is delivered. An embed Discord refuses goes again as plain text;
+    a send refused for want of permissions is one log line naming them. Never raises HTTPException."""
+    try:
+        await send(**reply)
+        return True
+    except discord.Forbidden as error:
+        missing = missing_permissions(channel)
+        log.warning(
+            "cannot send %s in %s (%s): the bot needs %s there",
+            where,
+            getattr(channel, "name", channel),
+            why(error),
+            " and ".join(missing) if missing else "Send Messages and Embed Links",
+        )
+        if "embed" not in reply or (missing and missing != ["Embed Links"]):
+            return False
+    except discord.HTTPException as error:
+        if "embed" not in reply or error.status >= 500:
+            log.warning("cannot send %s (%s)", where, why(error))
+            return False
+        log.warning("Discord refused the embed of %s (%s); sending it as plain text", where, why(error))
+    try:
+        await send(**plain(reply))
+        return True
+    except discord.HTTPException as error:
+        log.warning("cannot send %s as plain text either (%s)", where, why(error))
+        return False
+
+
+@contextlib.asynccontextmanager
+async def typing_in(channel: Any) -> AsyncIterator[None]:
+    """The typing indicator while an answer is worked out, when Discord allows it; nothing when not."""
+    typing = channel.typing()
+    try:
+        await typing.__aenter__()
+    except discord.HTTPException as error:
+        log.info("no typing indicator in %s (%s)", getattr(channel, "name", channel), why(error))
+        yield
+        return
+    try:
+        yield
+    finally:
+        await typing.__aexit__(None, None, None)
 
 
 class PassagesView(discord.ui.View):
@@ -95,8 +183,34 @@ class Questions(commands.Cog):
             )
             return
         # Acknowledge at once: Discord drops interactions not answered within 3 seconds.
-        await interaction.response.defer(thinking=True)
-        await interaction.followup.send(**await self.answer_message(question))
+        try:
+            await interaction.response.defer(thinking=True)
+            deferred = True
+        except discord.HTTPException as error:
+            log.warning("could not acknowledge /ask (%s); answering in the channel instead", why(error))
+            deferred = False
+        reply = await self.answer_message(question)
+        if deferred and await deliver(
+            interaction.followup.send, reply, interaction.channel, "the /ask follow-up"
+        ):
+            return
+        await self.tell_in_channel(interaction, question, reply)
+
+    async def tell_in_channel(self, interaction: discord.Interaction, question: str, reply: dict) -> None:
+        """When the interaction itself cannot carry the answer, the asker still gets it in the channel."""
+        channel = interaction.channel
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("the /ask answer for %s could not be delivered anywhere", interaction.user)
+            return
+        reply = {
+            **reply,
+            "content": f"{interaction.user.mention} {question_line(question)}",
+            # Only the asker is pinged: the answer did not come where they asked for it.
+            "allowed_mentions": discord.AllowedMentions(
+                everyone=False, roles=False, users=[interaction.user]
+            ),
+        }
+        await deliver(channel.send, reply, channel, "the /ask answer")
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -111,13 +225,17 @@ class Questions(commands.Cog):
         if retry:
             await message.reply(self._slow_down(retry), allowed_mentions=NO_MENTIONS)
             return
-        async with message.channel.typing():
+        async with typing_in(message.channel):
             reply = await self.answer_message(question)
         if self.bot.engine.settings.reply_in_thread and isinstance(message.channel, discord.TextChannel):
-            thread = await message.create_thread(name=(question or "question")[:100])
-            await thread.send(**reply)
-        else:
-            await message.reply(**reply)
+            try:
+                thread = await message.create_thread(name=(question or "question")[:100])
+            except discord.HTTPException as error:
+                log.warning("cannot open a thread for the answer (%s); replying in the channel", why(error))
+            else:
+                await deliver(thread.send, reply, thread, "the answer")
+                return
+        await deliver(message.reply, reply, message.channel, "the answer")
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -129,12 +247,18 @@ class Questions(commands.Cog):
             return
         answer = self.recent.get(custom_id.rsplit(":", 1)[1])
         if answer is None:
-            await interaction.response.send_message(
-                "Those passages are no longer at hand; ask again to see them.", ephemeral=True
-            )
-            return
-        embed = discord.Embed(title="Cited passages", description=passages_text(answer.citations))
-        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)
+            reply: dict[str, Any] = {
+                "content": "Those passages are no longer at hand; ask again to see them."
+            }
+        else:
+            embed = discord.Embed(title="Cited passages", description=passages_text(answer.citations))
+            reply = {"embed": embed, "allowed_mentions": NO_MENTIONS}
+        await deliver(
+            functools.partial(interaction.response.send_message, ephemeral=True),
+            reply,
+            interaction.channel,
+            "the cited passages",
+        )
 
     # -- the store --------------------------------------------------------------------------
     @app_commands.command(name="stats", description="What the bot knows: articles, passages, last update")
