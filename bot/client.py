@@ -39,6 +39,7 @@ class NewsBot(commands.Bot):
             **options,
         )
         self.engine = engine
+        quiet_reconnects()
         # Embedding and search are blocking: they run here so gateway heartbeats never wait on them.
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="newsbot")
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
@@ -169,9 +170,9 @@ async def login_patiently(bot: discord.Client, token: str, patience: float) -> N
         except NETWORK_ERRORS as error:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Unreachable(f"{describe(error)}, for {patience:.0f} s") from None
+                raise Unreachable(f"{describe(error)}; tried for {patience:g} s") from None
             wait = min(delay, left)
-            log.warning("cannot reach Discord (%s); retrying in %.0f s", describe(error), wait)
+            log.warning("cannot reach Discord (%s); retrying in %.1f s", describe(error), wait)
             # Each attempt opens a new HTTP session: close this one (and its connector) first.
             await bot.http.close()
             bot.http.connector = discord.utils.MISSING
@@ -193,14 +194,19 @@ class QuietReconnects(logging.Filter):
         return True
 
 
+def quiet_reconnects() -> None:
+    for name in ("discord.client", "discord.gateway", "discord.shard"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QuietReconnects) for f in logger.filters):
+            logger.addFilter(QuietReconnects())
+
+
 def setup_logging() -> None:
     """One handler (the command line may have added one already: lines would print twice)."""
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
     discord.utils.setup_logging(level=logging.INFO)
-    for name in ("discord.client", "discord.gateway", "discord.shard"):
-        logging.getLogger(name).addFilter(QuietReconnects())
 
 
 def run_bot(settings: Settings) -> int:

@@ -83,10 +83,10 @@ async def deliver(
             why(error),
             " and ".join(missing) if missing else "Send Messages and Embed Links",
         )
-        if "embed" not in reply or (missing and missing != ["Embed Links"]):
-            return False
+        if "embed" not in reply or missing != ["Embed Links"]:
+            return False  # only a missing Embed Links leaves plain text a way through
     except discord.HTTPException as error:
-        if "embed" not in reply or error.status >= 500:
+        if "embed" not in reply or error.status >= 500 or error.status == 429:
             log.warning("cannot send %s (%s)", where, why(error))
             return False
         log.warning("Discord refused the embed of %s (%s); sending it as plain text", where, why(error))

@@ -44,6 +44,7 @@ __all__ = [
     "FakeDiscord",
     "FakeInteraction",
     "FakeUser",
+    "Fault",
     "GatewayConnection",
     "Heartbeat",
     "Record",
@@ -248,6 +249,55 @@ class Rejection:
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} -> {self.status} {json.dumps(self.error)}"
+
+
+# Discord's JSON error code and message for the statuses tests inject most (any status can be given).
+_FAULT_DEFAULTS: dict[int, tuple[int, str]] = {
+    400: (50035, "Invalid Form Body"),
+    401: (0, "401: Unauthorized"),
+    403: (50013, "Missing Permissions"),
+    404: (10062, "Unknown interaction"),
+    429: (0, "You are being rate limited."),
+    500: (0, "500: Internal Server Error"),
+    502: (0, "502: Bad Gateway"),
+    503: (0, "503: Service Unavailable"),
+}
+
+
+@dataclass
+class Fault:
+    """An injected failure: requests whose method and path (without ``/api/v10``) match get ``status``.
+
+    ``times`` is how many requests fail (None: all until ``FakeDiscord.clear_faults``); ``hits`` counts
+    them. A 429 carries ``retry_after`` in its body and Retry-After header, as Discord's do.
+    """
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    code: int
+    message: str
+    times: int | None = 1
+    retry_after: float = 0.5
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            (self.times is None or self.hits < self.times)
+            and self.method in ("*", method)
+            and self.path.fullmatch(path) is not None
+        )
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        headers = {"Content-Type": "application/json"}
+        if self.status == 429:
+            body.update(retry_after=self.retry_after, **{"global": False})
+            # discord.py takes a 429 without Via for a Cloudflare ban and does not retry it.
+            headers.update(
+                {"Retry-After": str(self.retry_after), "X-RateLimit-Scope": "user", "Via": "1.1 google"}
+            )
+        return web.Response(status=self.status, body=json.dumps(body).encode(), headers=headers)
 
 
 @dataclass
@@ -564,6 +614,10 @@ class FakeDiscord:
         self.messages: dict[int, dict[str, Any]] = {}
         self.records: list[Record] = []
         self.rejections: list[Rejection] = []
+        # Failures tests asked for (see ``fail``), and the requests they failed: not ``problems``.
+        self.faults: list[Fault] = []
+        self.injected: list[Rejection] = []
+        self._gateway_down_until = 0.0
         # Requests the fake could not serve (unknown routes, its own errors): a gap in the fake or a bot bug.
         self.unhandled: list[str] = []
         self.heartbeats: list[Heartbeat] = []
@@ -749,6 +803,50 @@ class FakeDiscord:
         return await self._dispatch_interaction(
             _COMPONENT_INTERACTION, data, user=user, channel_id=int(message["channel_id"]), message=message
         )
+
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        times: int | None = 1,
+        code: int | None = None,
+        message: str | None = None,
+        retry_after: float = 0.5,
+    ) -> Fault:
+        """Answer matching requests with ``status`` and a Discord-style error body instead of serving them.
+
+        ``path`` is a regular expression for the whole path after ``/api/v10`` (``/channels/\\d+/messages``),
+        ``method`` an HTTP method or ``*``. The first matching fault applies; see :class:`Fault`.
+        """
+        default_code, default_message = _FAULT_DEFAULTS.get(status, (0, f"{status}: injected"))
+        fault = Fault(
+            method.upper(),
+            re.compile(path),
+            status,
+            default_code if code is None else code,
+            default_message if message is None else message,
+            times,
+            retry_after,
+        )
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    async def drop_gateway(self, seconds: float) -> None:
+        """A gateway outage: close the live connection (code 1011, as on a server error) and refuse new
+        ones (HTTP 503 to the websocket upgrade) for ``seconds``."""
+        self._gateway_down_until = time.monotonic() + seconds
+        for connection in self.connections:
+            if connection.open:
+                await connection.close(1011, "gateway outage (injected)")
+
+    @property
+    def gateway_down(self) -> bool:
+        return time.monotonic() < self._gateway_down_until
 
     async def reconnect_gateway(self) -> None:
         """Ask the client to reconnect (op 7), as Discord does before maintenance; it should RESUME."""
@@ -1242,7 +1340,9 @@ class FakeDiscord:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await session.connection.send(frame)
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down:
+            return web.Response(status=503, text="gateway outage (injected)")
         ws = web.WebSocketResponse(timeout=2.0, max_msg_size=0)
         await ws.prepare(request)
         connection = GatewayConnection(
@@ -1399,6 +1499,22 @@ class FakeDiscord:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         path = request.path.removeprefix(API_PREFIX)
+        fault = next((f for f in self.faults if f.matches(request.method, path)), None)
+        if fault is not None and request.path.startswith(API_PREFIX):
+            fault.hits += 1
+            body = await request.read() if request.can_read_body else b""
+            self.injected.append(
+                Rejection(
+                    time.monotonic(),
+                    request.method,
+                    path,
+                    fault.status,
+                    {"code": fault.code, "message": fault.message},
+                    body.decode("utf-8", "replace"),
+                )
+            )
+            self._notify()
+            return fault.response()
         try:
             # Interaction callbacks and follow-ups authenticate with the interaction token, not the bot's.
             needs_auth = request.path.startswith(API_PREFIX) and not path.startswith(
