@@ -20,7 +20,7 @@ from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
-from embeddings.store import DB_NAME, Store, damaged
+from embeddings.store import DB_NAME, Store, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ class Engine:
                 report = ingest_paths(
                     paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
-        except sqlite3.DatabaseError as err:
-            # Damage in pages the open did not read; what was committed before stays as it was.
-            raise damaged(store.root, err) from None
+        except (sqlite3.Error, OSError) as err:
+            # A full disk, or damage in pages the open did not read: what was committed stays as it was.
+            raise write_failed(store.root, err) from None
         finally:
             store.close()
         self.refresh()
@@ -109,6 +109,8 @@ class Engine:
                 ingestor = Ingestor(store, self.encoder, self.settings)
                 report = ingestor.ingest(items)
                 ingestor.finish()
+        except (sqlite3.Error, OSError) as err:
+            raise write_failed(store.root, err) from None
         finally:
             store.close()
         self.refresh()

@@ -169,9 +169,9 @@ class Ingestor:
         in_flight: Flight | None = None
         encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsbot-encode")
         self._progress = Progress(progress, files_total)
-        # Until the encoder's speed is measured, a first batch small enough to land within seconds
-        # (a cluster is given whole batches: each job has a start-up cost).
-        self._rate = float("inf") if getattr(self.encoder, "remote", False) else 25.0
+        # Until the encoder's speed is measured, a first batch of 64 passages, which lands within
+        # seconds (a cluster is given whole batches: each job has a start-up cost).
+        self._rate = float("inf") if getattr(self.encoder, "remote", False) else 6.4
         batch_started = time.monotonic()
         try:
             for item in items:

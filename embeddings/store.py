@@ -157,6 +157,20 @@ def not_writable(root: Path, err: OSError | sqlite3.Error) -> StoreError:
     )
 
 
+def write_failed(root: Path, err: sqlite3.Error | OSError) -> StoreError:
+    """The one-line error for a write that failed part-way: the transaction rolled back, so what was
+    stored before is unchanged. A full disk (or a file-size limit) is the usual cause."""
+    if isinstance(err, PermissionError) or "readonly" in str(err):
+        return not_writable(root, err)
+    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+        return damaged(root, err)
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return StoreError(
+        f"writing to store {root} failed ({reason}): is the disk full, or a file-size limit reached? "
+        "Free some space and ingest again; what was stored before is unchanged"
+    )
+
+
 def check_model(db: sqlite3.Connection, root: Path, model: str, dim: int) -> bool:
     """Whether the store records a model; a clear error when it is another one than the settings'."""
     stored = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim')").fetchall())
