@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from discord.ext import commands, tasks
 from bot.commands import APOLOGY, NO_MENTIONS, Questions, why
 from embeddings.engine import Engine
 from embeddings.settings import Settings
+from embeddings.store import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,6 +107,9 @@ class NewsBot(commands.Bot):
         try:
             if await self.run_blocking(self.engine.refresh):
                 log.info("answering from index generation %d", self.engine.searcher.generation)
+        except (StoreError, sqlite3.Error, OSError) as error:
+            # A store gone bad under the bot (damaged, truncated, unreadable): say what, once a refresh.
+            log.warning("refreshing the index failed (%s); still answering from the previous one", error)
         except Exception:
             log.exception("refreshing the index failed; still answering from the previous one")
 

@@ -198,6 +198,14 @@ def test_ingest_creates_a_named_store_and_says_so(tmp_path: Path, capsys: pytest
     assert code == 0 and "created" not in err
 
 
+def test_the_keyword_index_is_as_readable_as_the_database(built: Path) -> None:
+    # tantivy writes its meta files for their owner only: a bot running as another user could not
+    # open the keyword index of a store it may read.
+    mode = (built / DB_NAME).stat().st_mode & 0o777
+    for name in ("meta.json", ".managed.json"):
+        assert (built / "keyword" / name).stat().st_mode & 0o777 == mode
+
+
 def test_a_flipped_faiss_file_is_noticed_and_rebuilt_from_sqlite(
     store: Path, baseline: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
