@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SEED = next(SAMPLES_DIR.glob("*.txt"))
 HEARTBEAT = 0.5
+
+
+@pytest.fixture(autouse=True)
+def root_logging() -> Iterator[None]:
+    """`newsbot serve` sets up logging for the whole process (one handler on the root logger, writing
+    to the stderr of the moment): put back what was there, or later tests log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
