@@ -126,6 +126,31 @@ async def test_a_send_refused_for_permissions_is_one_line_naming_them_and_the_bo
     assert answers(reply)
 
 
+async def test_without_embed_links_the_answer_goes_as_plain_text_and_the_log_names_it(
+    server: FakeDiscord, store: Path, encoder: Encoder, logged: pytest.LogCaptureFixture
+) -> None:
+    # The server's roles grant the bot everything but Embed Links; Discord refuses the embed with 403.
+    for role_id in (server.everyone_role_id, server.bot_role_id):
+        granted = discord.Permissions(int(server.roles[role_id]["permissions"]))
+        granted.embed_links = False
+        server.roles[role_id]["permissions"] = str(granted.value)
+    server.fail("POST", MESSAGES, 403)
+    async with server.running(make_bot(server, store, encoder)):
+        reply = await ask_by_mention(server)
+    assert reply.embeds == [] and answers(reply) and len(reply.text) <= CONTENT_LIMIT
+    lines = warnings(logged, "cannot send")
+    assert len(lines) == 1 and "needs Embed Links" in lines[0] and "Send Messages" not in lines[0]
+
+
+async def test_a_refused_typing_indicator_does_not_stop_the_answer(
+    server: FakeDiscord, store: Path, encoder: Encoder, logged: pytest.LogCaptureFixture
+) -> None:
+    server.fail("POST", r"/channels/\d+/typing", 403, times=None)
+    async with server.running(make_bot(server, store, encoder)):
+        reply = await ask_by_mention(server)
+    assert answers(reply) and reply.embeds and server.injected
+
+
 async def test_a_failed_defer_answers_the_asker_in_the_channel(
     server: FakeDiscord, store: Path, encoder: Encoder, logged: pytest.LogCaptureFixture
 ) -> None:
