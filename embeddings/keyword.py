@@ -90,7 +90,8 @@ def _open(root: Path, *, repair: bool = False) -> tantivy.Index | None:
         if not repair:
             log.warning("keyword index %s cannot be read (%s); the next ingest rebuilds it", folder, err)
             return None
-    log.warning("keyword index %s was built differently; rebuilding it from the store", folder)
+        # Built by another newsbot (another schema), or damaged.
+        log.warning("keyword index %s cannot be used (%s); rebuilding it from the store", folder, err)
     shutil.rmtree(folder)
     folder.mkdir()
     return tantivy.Index(_schema(), path=str(folder), reuse=True)

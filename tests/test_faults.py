@@ -233,6 +233,21 @@ def test_a_truncated_faiss_file_is_rebuilt_from_sqlite(
     assert code == 0 and out == baseline and "Traceback" not in err
 
 
+def test_a_truncated_keyword_index_file_is_one_warning_and_the_next_ingest_rebuilds_it(
+    store: Path, baseline: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    segment = next((store / "keyword").glob("*.idx"))
+    os.truncate(segment, 10)
+    code, out, err = answer_of(store, capsys)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert code == 0 and "China and Russia" in out and "Traceback" not in err  # from the vectors alone
+    assert len(warned) == 1 and "keyword index" in warned[0] and "next ingest rebuilds it" in warned[0]
+    assert cli(capsys, "--store", str(store), "ingest", "-q", str(SEED))[0] == 0
+    caplog.clear()
+    code, out, _ = answer_of(store, capsys)
+    assert code == 0 and out == baseline and not caplog.records
+
+
 # --------------------------------------------------------------------------- damaged and lost files
 
 
