@@ -83,8 +83,8 @@ class IngestReport:
 # has waited this long: a kill loses at most that much work, and a long ingest shows progress on disk.
 BATCH_PASSAGES = 2048
 BATCH_SECONDS = 10.0
-# Passages encoded per call, so the progress bar moves within a batch.
-PROGRESS_STEP = 128
+# Passages encoded per call (the encoder's own batch), so the progress bar moves within a batch.
+PROGRESS_STEP = 32
 
 
 class Progress:
@@ -284,11 +284,10 @@ class Ingestor:
                 shift = len(text) - len(chunk.text)
                 texts.append(text)
                 spans.append([(a + shift, b + shift) for a, b in chunk.sentences])
-        step = len(texts) if getattr(self.encoder, "remote", False) else PROGRESS_STEP  # one cluster job
-        if len(texts) <= step:
-            result = self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
-            self._progress.embedded(len(texts))
-            return result
+        remote = getattr(self.encoder, "remote", False)
+        step = len(texts) if remote else PROGRESS_STEP  # a cluster gets one job per batch
+        if not texts:
+            return self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
         started = time.perf_counter()
         vectors, sentence_vectors = [], []
         for at in range(0, len(texts), step):
@@ -298,7 +297,8 @@ class Ingestor:
             vectors.append(v)
             sentence_vectors.append(sv)
             self._progress.embedded(len(v))
-        self._rate = len(texts) / max(time.perf_counter() - started, 1e-3)
+        if not remote:
+            self._rate = len(texts) / max(time.perf_counter() - started, 1e-3)
         return np.concatenate(vectors), np.concatenate(sentence_vectors)
 
     def _land(self, flight: Flight | None, report: IngestReport) -> None:
