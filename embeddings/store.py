@@ -54,6 +54,15 @@ CREATE INDEX IF NOT EXISTS removed_generation ON removed (generation);
 """
 
 
+# Columns and tables added since the first schema, applied to older stores when they are opened.
+MIGRATIONS = (
+    # The Discord guild an item was shared in (0: a folder or feed, seen everywhere).
+    ("sources", "guild", "ALTER TABLE sources ADD COLUMN guild INTEGER NOT NULL DEFAULT 0"),
+)
+
+# Items shared in a Discord guild have ids "guild:<guild id>:<url or attachment>".
+SHARED_PREFIX = "guild:"
+
 DB_NAME = "newsbot.sqlite"
 LOCK_NAME = "write.lock"
 
@@ -97,6 +106,34 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    """Add what later versions added to an existing store; a no-op on an up-to-date one."""
+    for table, column, statement in MIGRATIONS:
+        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(statement)
+
+
+def shared_item_id(guild: int, key: str) -> str:
+    """The source item id of something shared in a guild (a link, an attachment)."""
+    return f"{SHARED_PREFIX}{guild}:{key}"
+
+
+def guild_of_item(item_id: str) -> int:
+    """The guild an item was shared in; 0 for folders and feeds."""
+    if not item_id.startswith(SHARED_PREFIX):
+        return 0
+    head = item_id[len(SHARED_PREFIX) :].partition(":")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def scoped_articles(db: sqlite3.Connection) -> dict[str, frozenset[int]]:
+    """Articles only guilds can see (every source of theirs was shared in a guild), and which guilds."""
+    rows = db.execute(
+        "SELECT article_id, group_concat(guild) FROM sources GROUP BY article_id HAVING MIN(guild) > 0"
+    ).fetchall()
+    return {article_id: frozenset(int(g) for g in guilds.split(",")) for article_id, guilds in rows}
+
+
 def article_from_row(row: Sequence) -> Article:
     return Article(
         id=row[0],
@@ -127,6 +164,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
+            migrate(self.db)
         except sqlite3.OperationalError as err:
             if "no such column" not in str(err):
                 raise StoreError(f"cannot open store {self.root}: {err}") from None
@@ -286,8 +324,9 @@ class Store:
             )
             delta.added_texts.extend((c.id, passage_text(item.title, c.text)) for c in pending.chunks)
         db.execute(
-            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash) VALUES (?, ?, ?, ?)",
-            (item.id, target, pending.origin, item.content_hash),
+            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash, guild) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (item.id, target, pending.origin, item.content_hash, guild_of_item(item.id)),
         )
         if previous is not None and previous != target:
             self._collect(db, previous, delta)
