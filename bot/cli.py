@@ -151,19 +151,70 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Questions line by line from standard input, each in the context of the ones before."""
+    from embeddings.answer import QuestionError
+    from embeddings.conversation import Conversation
+
+    engine = _engine(args)
+    report = engine.ensure_default_corpus()
+    if report is not None and not args.json:
+        print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
+    conversation = Conversation()
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        try:
+            answer = engine.ask(line, conversation=conversation)
+        except QuestionError as err:
+            # One bad line is not the end of the conversation.
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
+        else:
+            print(format_answer(answer) + "\n", flush=True)
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     engine = _engine(args)
     if not engine.has_store():
         print(f"error: no store at {engine.store_path}: run `newsbot ingest PATH` first", file=sys.stderr)
         return EXIT_ERROR
+    from embeddings import feedback
+
     store = engine.open_store()
     stats = store.stats()
     store.close()
+    votes = feedback.counts(engine.store_path)
+    stats["feedback"] = {"up": votes.up, "down": votes.down, "answers": votes.answers}
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
         for key, value in stats.items():
-            print(f"{key:>11}: {value}")
+            print(f"{key:>11}: {votes if key == 'feedback' else value}")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from embeddings import feedback
+
+    settings = _settings(args)
+    if not (Path(settings.store) / "newsbot.sqlite").exists():
+        print(f"error: no store at {settings.store}: run `newsbot ingest PATH` first", file=sys.stderr)
+        return EXIT_ERROR
+    if args.export:
+        written = feedback.export(Path(settings.store), Path(args.export))
+        print(f"wrote {written} rated answers to {args.export} (👎 ones have no answers yet: label them)")
+    else:
+        print(feedback.counts(Path(settings.store)))
     return 0
 
 
@@ -237,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="+", help="the question (quote it, or not)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser(
+        "chat",
+        help="answer questions line by line from standard input, each in the context of the ones before",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (a line) per answer")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("feedback", help="the 👍 / 👎 votes on the bot's answers")
+    p.add_argument(
+        "--export", metavar="FILE.jsonl", help="write the rated answers as lines `newsbot eval` reads"
+    )
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("stats", help="what the store holds")
     p.add_argument("--json", action="store_true")

@@ -24,14 +24,16 @@ STORIES = {
     ),
     "mill.txt": (
         "Paper mill to close in Dunmore\n\n"
-        "The Dunmore paper mill will close in March with the loss of 310 jobs, its owner Larchfield Group said. "
+        "The Dunmore paper mill will close in March with the loss of 310 jobs, "
+        "its owner Larchfield Group said. "
         "Larchfield blamed the price of energy and falling demand for newsprint.\n\n"
         "The mill opened in 1921 and once employed more than a thousand people."
     ),
     "choir.txt": (
         "Village choir wins national title\n\n"
         "The Ashby Parva choir won the national amateur choir championship in Cardiff on Saturday. "
-        "The Ashby Parva choir's conductor is Meera Thackeray. She said the 28 singers had rehearsed twice a week since January."
+        "The Ashby Parva choir's conductor is Meera Thackeray. "
+        "She said the 28 singers had rehearsed twice a week since January."
     ),
 }
 
@@ -103,7 +105,11 @@ def test_newsbot_chat_answers_line_by_line_in_context(
 ) -> None:
     assert cli.main(["--store", str(settings.store), "ingest", "-q", str(stories)]) == 0
     capsys.readouterr()
-    questions = "Who is the conductor of the Ashby Parva choir?\n\nHow many singers does it have?\n" + "x" * 2000 + "\n"
+    questions = (
+        "Who is the conductor of the Ashby Parva choir?\n\nHow many singers does it have?\n"
+        + "x" * 2000
+        + "\n"
+    )
     monkeypatch.setattr("sys.stdin", io.StringIO(questions))
     assert cli.main(["--store", str(settings.store), "chat", "--json"]) == 0
     out, err = capsys.readouterr()
