@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.commands import APOLOGY, NO_MENTIONS, Questions
+from bot.sharing import Sharing
 from embeddings.engine import Engine
 from embeddings.settings import Settings
 
@@ -56,6 +57,7 @@ class NewsBot(commands.Bot):
         await self.run_blocking(self.engine.ensure_default_corpus)
         await self.run_blocking(lambda: self.engine.searcher)
         await self.add_cog(Questions(self))
+        await self.add_cog(Sharing(self))
         guild_id = self.engine.settings.guild_id
         if guild_id:
             guild = discord.Object(id=guild_id)

@@ -6,7 +6,15 @@ import ipaddress
 
 import pytest
 
-from embeddings.links import FetchPolicy, LinkRefused, canonical_url, fetch, find_links, page_articles, refusal
+from embeddings.links import (
+    FetchPolicy,
+    LinkRefused,
+    canonical_url,
+    fetch,
+    find_links,
+    page_articles,
+    refusal,
+)
 from tests.web_pages import PageServer
 
 LOOPBACK_OK = FetchPolicy(allow_private=True, timeout=3.0)
@@ -56,7 +64,9 @@ async def test_a_page_is_fetched_and_its_article_extracted() -> None:
     [article] = page_articles(page, item_id="guild:1:x", source=pages.url("/moved"))
     assert not isinstance(article, type(None))
     assert getattr(article, "title", "") == "Harbour ferry returns after storm repairs"
-    assert "Ingrid Solberg" in getattr(article, "text", "") and "Copyright" not in getattr(article, "text", "")
+    assert "Ingrid Solberg" in getattr(article, "text", "") and "Copyright" not in getattr(
+        article, "text", ""
+    )
 
 
 async def test_loopback_is_refused_unless_allowed() -> None:

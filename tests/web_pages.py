@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from types import TracebackType
 
@@ -15,7 +16,7 @@ ARTICLE_HTML = """<!doctype html>
 <article>
 <h1>Harbour ferry returns after storm repairs</h1>
 <p>The Kestrel Bay ferry resumed sailings on Monday after six weeks of repairs to its storm-damaged hull.</p>
-<p>Harbour master Ingrid Solberg said the repairs cost 240,000 krone and were paid for by the county council.</p>
+<p>Harbour master Ingrid Solberg said the repairs cost 240,000 krone, paid by the county council.</p>
 <p>The crossing to Vellholm island takes forty minutes, and the first sailing leaves at 6.15 each morning.</p>
 <p>Solberg said a second vessel, the Osprey, will join the route in the spring to cope with summer crowds.</p>
 </article>
@@ -113,10 +114,8 @@ class PageServer:
         self._count(request)
         response = web.StreamResponse(headers={"Content-Type": "text/html", "Content-Length": str(BIG)})
         await response.prepare(request)
-        try:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await response.write(b"<p>" + b"x" * 65536)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
         return response
 
     async def _slow(self, request: web.Request) -> web.Response:
