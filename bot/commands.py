@@ -13,7 +13,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.render import answer_embed, passages_text, question_line
+from bot.sharing import shared_items
+from embeddings import feedback
 from embeddings.answer import QuestionError, check_question
+from embeddings.conversation import Conversation, Conversations
 from embeddings.records import Answer
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ _MENTION = re.compile(r"<@!?\d+>")
 
 
 class PassagesView(discord.ui.View):
-    """A "Show passages" button under an answer; the passages go to whoever clicks, and only to them."""
+    """Under an answer: "Show passages" (to whoever clicks, and only to them), and 👍 / 👎 votes."""
 
     def __init__(self, key: str) -> None:
         super().__init__(timeout=None)
@@ -38,6 +41,17 @@ class PassagesView(discord.ui.View):
                 custom_id=f"newsbot:passages:{key}",
             )
         )
+        for vote, emoji in (("up", "👍"), ("down", "👎")):
+            self.add_item(
+                discord.ui.Button(
+                    emoji=emoji, style=discord.ButtonStyle.secondary, custom_id=f"newsbot:vote:{vote}:{key}"
+                )
+            )
+
+
+def guild_of(guild: discord.Guild | None) -> int:
+    """The scope a question is answered in: its guild; 0 (folder and feed articles only) in a DM."""
+    return guild.id if guild is not None else 0
 
 
 class Questions(commands.Cog):
@@ -47,8 +61,12 @@ class Questions(commands.Cog):
         self.cooldown: commands.CooldownMapping[int] = commands.CooldownMapping(
             commands.Cooldown(settings.cooldown_questions, settings.cooldown_seconds), lambda user_id: user_id
         )
-        # Recent answers by key, for the "Show passages" button.
+        # Recent answers by key, for the "Show passages" and vote buttons.
         self.recent: OrderedDict[str, Answer] = OrderedDict()
+        # Follow-ups: conversations by ("message", answer id) for reply chains, ("thread", id) for threads.
+        self.conversations = Conversations(
+            ttl=settings.conversation_minutes * 60, max_turns=settings.conversation_turns
+        )
 
     # -- answering ------------------------------------------------------------------------
     def _remember(self, answer: Answer) -> str:
@@ -58,14 +76,20 @@ class Questions(commands.Cog):
             self.recent.popitem(last=False)
         return key
 
-    async def answer_message(self, question: str) -> dict:
-        """The keyword arguments of a reply: an embed, the button, and no pings, whatever happens."""
+    async def answer_message(
+        self, question: str, *, conversation: Conversation | None = None, guild: int | None = None
+    ) -> dict:
+        """The keyword arguments of a reply: an embed, the buttons, and no pings, whatever happens.
+
+        ``conversation``: answer in its context (and add the turn); ``guild``: from what it can see."""
         try:
             question = check_question(question, self.bot.engine.settings.max_question_chars)
         except QuestionError as err:
             return {"content": f"I can't answer that: {err}.", "allowed_mentions": NO_MENTIONS}
         try:
-            answer = await self.bot.run_blocking(self.bot.engine.ask, question)
+            answer = await self.bot.run_blocking(
+                self.bot.engine.ask, question, conversation=conversation, guild=guild
+            )
         except Exception:
             log.exception("answering %r failed", question[:200])
             return {"content": APOLOGY, "allowed_mentions": NO_MENTIONS}
@@ -96,36 +120,77 @@ class Questions(commands.Cog):
             return
         # Acknowledge at once: Discord drops interactions not answered within 3 seconds.
         await interaction.response.defer(thinking=True)
-        await interaction.followup.send(**await self.answer_message(question))
+        conversation = Conversation(self.conversations.max_turns)
+        reply = await interaction.followup.send(
+            **await self.answer_message(
+                question, conversation=conversation, guild=guild_of(interaction.guild)
+            ),
+            wait=True,
+        )
+        # A reply to the answer is a follow-up in this conversation.
+        self.conversations.link(("message", reply.id), conversation)
+
+    def _conversation_of(self, message: discord.Message) -> Conversation | None:
+        """The conversation a message continues: a reply to one of the bot's answers, or a message
+        in a thread the bot answered in; a fresh one when the bot's answer is no longer remembered."""
+        reference = message.reference
+        if reference is not None and reference.message_id is not None:
+            known = self.conversations.get(("message", reference.message_id))
+            if known is not None:
+                return known
+            replied = reference.resolved
+            if (
+                isinstance(replied, discord.Message)
+                and self.bot.user is not None
+                and replied.author == self.bot.user
+            ):
+                return Conversation(self.conversations.max_turns)
+        if isinstance(message.channel, discord.Thread):
+            return self.conversations.get(("thread", message.channel.id))
+        return None
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or self.bot.user is None:
             return
+        settings = self.bot.engine.settings
+        if shared_items(message, self.bot.user, settings.article_channels):
+            return  # articles to store, not a question: the Sharing cog takes it
+        conversation = self._conversation_of(message)
         mentioned = self.bot.user in message.mentions
-        in_answer_channel = message.channel.id in self.bot.engine.settings.answer_channels
-        if not (mentioned or in_answer_channel):
+        in_answer_channel = message.channel.id in settings.answer_channels
+        if not (mentioned or in_answer_channel or conversation is not None):
             return
         question = _MENTION.sub(" ", message.content).strip()
         retry = self._limited(message.author.id)
         if retry:
             await message.reply(self._slow_down(retry), allowed_mentions=NO_MENTIONS)
             return
+        conversation = conversation or Conversation(self.conversations.max_turns)
         async with message.channel.typing():
-            reply = await self.answer_message(question)
-        if self.bot.engine.settings.reply_in_thread and isinstance(message.channel, discord.TextChannel):
+            reply = await self.answer_message(
+                question, conversation=conversation, guild=guild_of(message.guild)
+            )
+        if settings.reply_in_thread and isinstance(message.channel, discord.TextChannel):
             thread = await message.create_thread(name=(question or "question")[:100])
-            await thread.send(**reply)
+            sent = await thread.send(**reply)
+            self.conversations.link(("thread", thread.id), conversation)
         else:
-            await message.reply(**reply)
+            sent = await message.reply(**reply)
+            if isinstance(message.channel, discord.Thread):
+                self.conversations.link(("thread", message.channel.id), conversation)
+        self.conversations.link(("message", sent.id), conversation)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         data: dict[str, Any] = dict(interaction.data or {})
         custom_id = str(data.get("custom_id", ""))
-        if interaction.type is not discord.InteractionType.component or not custom_id.startswith(
-            "newsbot:passages:"
-        ):
+        if interaction.type is not discord.InteractionType.component:
+            return
+        if custom_id.startswith("newsbot:vote:"):
+            await self.vote(interaction, custom_id)
+            return
+        if not custom_id.startswith("newsbot:passages:"):
             return
         answer = self.recent.get(custom_id.rsplit(":", 1)[1])
         if answer is None:
@@ -136,10 +201,35 @@ class Questions(commands.Cog):
         embed = discord.Embed(title="Cited passages", description=passages_text(answer.citations))
         await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
+    async def vote(self, interaction: discord.Interaction, custom_id: str) -> None:
+        """A 👍 / 👎 click: stored with the answer; a second click by the same person replaces the first."""
+        _, _, direction, key = custom_id.split(":", 3)
+        answer = self.recent.get(key)
+        if answer is None:
+            await interaction.response.send_message(
+                "That answer is too old to rate now; thanks all the same.", ephemeral=True
+            )
+            return
+        vote = feedback.UP if direction == "up" else feedback.DOWN
+        await self.bot.run_blocking(
+            feedback.record_vote,
+            self.bot.engine.store_path,
+            key,
+            answer,
+            user_id=interaction.user.id,
+            guild=guild_of(interaction.guild),
+            vote=vote,
+        )
+        await interaction.response.send_message(
+            f"Thanks: noted {'👍' if vote == feedback.UP else '👎'} (click the other one to change it).",
+            ephemeral=True,
+        )
+
     # -- the store --------------------------------------------------------------------------
     @app_commands.command(name="stats", description="What the bot knows: articles, passages, last update")
     async def stats(self, interaction: discord.Interaction) -> None:
-        stats = await self.bot.run_blocking(self.bot.engine.searcher.stats)
+        # What the asker's server can see: folder and feed articles, and those shared there.
+        stats = await self.bot.run_blocking(self.bot.engine.searcher.stats, guild_of(interaction.guild))
         updated = f"<t:{int(stats['updated'])}:R>" if stats.get("updated") else "never"  # type: ignore[call-overload]
         text = (
             f"**{stats['articles']}** articles, **{stats['passages']}** passages, "
