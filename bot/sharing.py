@@ -115,9 +115,13 @@ class Sharing(commands.Cog):
                 results.append(await self.share_attachment(guild_id, user_id, attachment, message.jump_url))
         if not results:
             return
-        try:
-            if all(r.ok for r in results):
+        # Either acknowledgement may be refused (no Add Reactions permission, say): each is tried.
+        if all(r.ok for r in results):
+            try:
                 await message.add_reaction(ADDED)
+            except discord.HTTPException as err:
+                log.warning("could not react to a shared link (%s)", err)
+        try:
             await message.reply("\n".join(_line(r) for r in results), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException:
             log.exception("could not acknowledge shared articles")

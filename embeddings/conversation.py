@@ -69,6 +69,15 @@ def names_in(text: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _fold(word: str) -> str:
+    return word.lower().rstrip(".").removesuffix("'s").removesuffix("’s")
+
+
+def words_in(text: str) -> frozenset[str]:
+    """The text's words, lower-cased, without possessive 's: what names are looked up in."""
+    return frozenset(_fold(w) for w in _TOKEN.findall(text))
+
+
 def refers_back(question: str) -> bool:
     """Whether the question points at something said before ("it", "his", "the company", "And ...")."""
     return bool(_REFERS.search(question))
@@ -82,7 +91,7 @@ class Turn:
     answer: Answer
     topic: tuple[str, ...]  # names first, then key words: what a follow-up carries into its search
     articles: tuple[str, ...]  # the articles the answer cited, best first
-    context: str  # what a follow-up's names are looked up in: question, answer, cited articles
+    known: frozenset[str]  # the words (folded) of its question, answer and cited articles
 
 
 @dataclass(frozen=True)
@@ -117,13 +126,14 @@ def resolve(question: str, history: Sequence[Turn]) -> Resolved:
     if not history:
         return Resolved.alone(question)
     last = history[-1]
-    known = last.context.lower()
-    new = [n for n in names_in(question) if n.lower() not in known]
+    # Two-letter names (US, UK, EU, AI) are everywhere: they mark no new subject.
+    new = [n for n in names_in(question) if len(n) > 2 and _fold(n) not in last.known]
     if new:
         return Resolved.alone(question)  # a name the conversation has not met: a new subject
     if not refers_back(question) and len(question_words(question)) >= 6:
         return Resolved.alone(question)  # long enough to stand alone, and pointing at nothing
-    carried = [w for w in last.topic if w.lower() not in question.lower()]
+    asked = words_in(question)
+    carried = [w for w in last.topic if _fold(w) not in asked]
     query = f"{question} {' '.join(carried)}".strip()
     return Resolved(
         question, query, follow_up=True, prefer=last.articles[:2], topic=_topic(question, carried)
@@ -169,7 +179,7 @@ def make_turn(resolved: Resolved, result: Answer) -> Turn:
     topic = resolved.topic
     if result.answered:
         topic = tuple(dict.fromkeys((*topic, *names_in(result.text))))[:16]
-    return Turn(resolved.question, result, topic, articles, " ".join(parts))
+    return Turn(resolved.question, result, topic, articles, words_in(" ".join(parts)))
 
 
 class Conversation:
