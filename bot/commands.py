@@ -49,6 +49,11 @@ class PassagesView(discord.ui.View):
             )
 
 
+def _looks_like_question(text: str) -> bool:
+    """A question mark, or enough words to be one: what a reply or thread message needs to be answered."""
+    return "?" in text or len(text.split()) >= 4
+
+
 def guild_of(guild: discord.Guild | None) -> int:
     """The scope a question is answered in: its guild; 0 (folder and feed articles only) in a DM."""
     return guild.id if guild is not None else 0
@@ -121,6 +126,7 @@ class Questions(commands.Cog):
         # Acknowledge at once: Discord drops interactions not answered within 3 seconds.
         await interaction.response.defer(thinking=True)
         conversation = Conversation(self.conversations.max_turns)
+        self.conversations.link(("interaction", interaction.id), conversation)
         reply = await interaction.followup.send(
             **await self.answer_message(
                 question, conversation=conversation, guild=guild_of(interaction.guild)
@@ -144,6 +150,12 @@ class Questions(commands.Cog):
                 and self.bot.user is not None
                 and replied.author == self.bot.user
             ):
+                # The answer may be so fresh that its id is not filed yet: what it answered is.
+                asked = replied.reference.message_id if replied.reference is not None else None
+                metadata = replied.interaction_metadata
+                for key in (("message", asked), ("interaction", metadata.id if metadata else None)):
+                    if key[1] is not None and (known := self.conversations.get(key)) is not None:
+                        return known
                 return Conversation(self.conversations.max_turns)
         if isinstance(message.channel, discord.Thread):
             return self.conversations.get(("thread", message.channel.id))
@@ -162,11 +174,15 @@ class Questions(commands.Cog):
         if not (mentioned or in_answer_channel or conversation is not None):
             return
         question = _MENTION.sub(" ", message.content).strip()
+        if not (mentioned or in_answer_channel) and not _looks_like_question(question):
+            return  # "thanks!" in a thread the bot answered in is chat, not a follow-up
         retry = self._limited(message.author.id)
         if retry:
             await message.reply(self._slow_down(retry), allowed_mentions=NO_MENTIONS)
             return
         conversation = conversation or Conversation(self.conversations.max_turns)
+        # Filed under the question too: a reply to the answer finds it even before the answer's id is.
+        self.conversations.link(("message", message.id), conversation)
         async with message.channel.typing():
             reply = await self.answer_message(
                 question, conversation=conversation, guild=guild_of(message.guild)

@@ -81,11 +81,14 @@ async def test_a_thread_the_bot_answered_in_is_one_conversation(
         await server.wait_for_message(lambda r: r.channel_id == thread.channel_id, timeout=30)
         after = len(server.records)
         assert thread.channel_id is not None
+        thanks = await server.send_message("thanks!", channel_id=thread.channel_id)
         await server.send_message("Who owns it?", channel_id=thread.channel_id)
         answer = await server.wait_for_message(
             lambda r: r.channel_id == thread.channel_id, after=after, timeout=30
         )
     assert "Larchfield" in answer.embeds[0]["description"]
+    assert not any(r.reply_to == thanks for r in server.records)
+    assert len([r for r in server.records[after:] if r.is_message]) == 1
     assert server.problems == []
 
 
