@@ -205,9 +205,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_feedback(args: argparse.Namespace) -> int:
     from embeddings import feedback
+    from embeddings.store import DB_NAME
 
     settings = _settings(args)
-    if not (Path(settings.store) / "newsbot.sqlite").exists():
+    if not (Path(settings.store) / DB_NAME).exists():
         print(f"error: no store at {settings.store}: run `newsbot ingest PATH` first", file=sys.stderr)
         return EXIT_ERROR
     if args.export:
