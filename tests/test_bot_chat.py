@@ -147,7 +147,14 @@ async def test_private_addresses_are_refused_and_sharing_is_rate_limited(
         # No article channels: a link counts when the bot is mentioned with it. Private addresses are
         # refused (the default); "localhost" is trusted by name, so its redirect to 127.0.0.1 is what
         # gets refused.
-        bot = make_bot(server, settings, encoder, trusted_url_hosts=("localhost",), share_user_limit=3)
+        bot = make_bot(
+            server,
+            settings,
+            encoder,
+            trusted_url_hosts=("localhost",),
+            share_user_limit=3,
+            share_guild_limit=4,
+        )
         async with server.running(bot):
             mention = bot.user.mention  # type: ignore[union-attr]
             shared = await server.send_message(
@@ -156,13 +163,22 @@ async def test_private_addresses_are_refused_and_sharing_is_rate_limited(
             )
             reply = await server.wait_for_message(lambda r: r.reply_to == shared, timeout=30)
             plain = await server.send_message(f"no mention here {pages.url('/notes.txt', host='localhost')}")
+            # Another member: their own limit is fresh, the server's is nearly spent.
+            other = await server.send_message(
+                f"{mention} {pages.url('/notes.txt', host='localhost')} "
+                f"{pages.url('/moved', host='localhost')}",
+                author=server.admin,
+            )
+            second = await server.wait_for_message(lambda r: r.reply_to == other, timeout=30)
             asked = await server.send_message(f"{mention} Who is the Vellholm librarian?")
             answer = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
     lines = (reply.content or "").splitlines()
     assert "127.0.0.1 is not a public address (127.0.0.1 is a loopback address)" in lines[0]
     assert "127.0.0.1 is not a public address" in lines[1]  # the redirect's target
     assert lines[2] == "Added: “Library extends opening hours”"
-    assert "sharing quickly" in lines[3]  # the fourth link in a minute, over share_user_limit
+    assert "you are sharing quickly" in lines[3]  # the fourth link in a minute, over share_user_limit
+    assert (second.content or "").splitlines()[0] == "Already known: “Library extends opening hours”"
+    assert "this server is sharing quickly" in (second.content or "").splitlines()[1]
     assert pages.hits["/article.html"] == 0 and pages.hits["/to-loopback"] == 1
     assert not any(r.reply_to == plain for r in server.records)
     assert "Tomas Brekke" in answer.embeds[0]["description"]
