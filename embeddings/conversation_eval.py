@@ -128,6 +128,7 @@ def evaluate_conversations(engine: Engine, conversations: Sequence[Sequence[Turn
     standalone = _Tally("follow-ups, standalone wording")
     first_alone = _Tally("first questions, alone")
     first_after = _Tally("first questions, after an unrelated conversation")
+    standalone_after = _Tally("standalone wording, after an unrelated conversation")
     for i, turns in enumerate(conversations):
         conversation = Conversation()
         for n, turn in enumerate(turns):
@@ -142,8 +143,15 @@ def evaluate_conversations(engine: Engine, conversations: Sequence[Sequence[Turn
         carried = Conversation()
         for turn in previous:
             ask(_Tally("-"), turn.question, turn.question.question, carried)
+        history = list(carried.turns)
         ask(first_after, first, first.question, carried)
-    return [t.done() for t in (in_context, alone, standalone, first_alone, first_after)]
+        # Each standalone wording too, straight after the previous conversation.
+        for turn in turns[1:]:
+            after = Conversation()
+            after.turns.extend(history)
+            ask(standalone_after, turn.question, turn.standalone or turn.question.question, after)
+    tallies = (in_context, alone, standalone, first_alone, first_after, standalone_after)
+    return [t.done() for t in tallies]
 
 
 def format_table(rows: Sequence[Row]) -> str:
