@@ -84,8 +84,8 @@ def refusal(address: IPAddress) -> str | None:
         if embedded is not None:
             return refusal(embedded)
     # The most telling kind first: link-local and loopback addresses are "private" too.
-    for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
-        if getattr(address, f"is_{kind}"):
+    for kind in ("loopback", "link_local", "site_local", "multicast", "unspecified", "reserved", "private"):
+        if getattr(address, f"is_{kind}", False):  # site-local (fec0::/10) is IPv6 only
             return f"{address} is a {kind.replace('_', '-')} address"
     if not address.is_global:
         return f"{address} is not a public address"

@@ -35,6 +35,8 @@ LOOPBACK_OK = FetchPolicy(allow_private=True, timeout=3.0)
         ("::1", "loopback"),
         ("fe80::1", "link-local"),
         ("fc00::1", "private"),
+        ("fec0::1", "site-local"),
+        ("64:ff9b::a00:1", "reserved"),  # NAT64 of 10.0.0.1
         ("ff02::1", "multicast"),
         ("::ffff:127.0.0.1", "loopback"),  # IPv4 inside IPv6 is checked as IPv4
         ("2002:7f00:1::", "loopback"),  # 6to4 wrapping 127.0.0.1
