@@ -17,22 +17,12 @@ from embeddings.engine import Engine
 from embeddings.settings import Settings
 from embeddings.sharing import Sharer
 from tests.discord_server import FakeDiscord, Record
-from tests.test_conversation import STORIES
 from tests.web_pages import NOTES_TEXT, PageServer
 
 
 def make_bot(server: FakeDiscord, settings: Settings, encoder: Encoder, **changes: object) -> NewsBot:
     settings = settings.replace(guild_id=server.guild_id, refresh_seconds=0.2, **changes)
     return NewsBot(Engine(settings, encoder), guild_ready_timeout=0.05)
-
-
-@pytest.fixture
-def stories(tmp_path: Path) -> Path:
-    folder = tmp_path / "stories"
-    folder.mkdir()
-    for name, text in STORIES.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
 
 
 def cited(record: Record) -> list[str]:

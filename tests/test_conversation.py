@@ -14,38 +14,6 @@ from embeddings.conversation import Conversation, Conversations, names_in, refer
 from embeddings.engine import Engine
 from embeddings.settings import Settings
 
-STORIES = {
-    "ferry.txt": (
-        "Harbour ferry returns after repairs\n\n"
-        "The Kestrel Bay ferry resumed sailings on Monday after six weeks of repairs to its hull. "
-        "Harbour master Ingrid Solberg said the repairs cost 240,000 krone. "
-        "The crossing to Vellholm island takes forty minutes.\n\n"
-        "Solberg said a second vessel, the Osprey, will join the route in the spring."
-    ),
-    "mill.txt": (
-        "Paper mill to close in Dunmore\n\n"
-        "The Dunmore paper mill will close in March with the loss of 310 jobs, "
-        "its owner Larchfield Group said. "
-        "Larchfield blamed the price of energy and falling demand for newsprint.\n\n"
-        "The mill opened in 1921 and once employed more than a thousand people."
-    ),
-    "choir.txt": (
-        "Village choir wins national title\n\n"
-        "The Ashby Parva choir won the national amateur choir championship in Cardiff on Saturday. "
-        "The Ashby Parva choir's conductor is Meera Thackeray. "
-        "She said the 28 singers had rehearsed twice a week since January."
-    ),
-}
-
-
-@pytest.fixture
-def stories(tmp_path: Path) -> Path:
-    folder = tmp_path / "stories"
-    folder.mkdir()
-    for name, text in STORIES.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
-
 
 def test_names_and_references() -> None:
     assert names_in("Who is the Lloyd's of London boss?") == ["Lloyd", "London"]
