@@ -67,7 +67,9 @@ def test_an_older_store_gains_the_guild_column(engine: Engine, tmp_path: Path) -
     (folder / "one.txt").write_text("Pier repairs\n\nThe pier at Holm will reopen in June after repairs.\n")
     engine.ingest([folder])
     db = sqlite3.connect(engine.store_path / DB_NAME)
-    db.execute("ALTER TABLE sources DROP COLUMN guild")  # as a store from before shared articles
+    # As a store from before shared articles: no guild column, nor its index.
+    db.execute("DROP INDEX sources_guild")
+    db.execute("ALTER TABLE sources DROP COLUMN guild")
     db.commit()
     db.close()
     engine._searcher = None
