@@ -35,8 +35,9 @@ Run the Discord bot. The token is read only from the DISCORD_TOKEN environment v
 
 Setting up the Discord side once:
   1. https://discord.com/developers/applications -> New Application -> Bot: reset and copy the token.
-  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions and questions
-     in answer channels; /ask works without it).
+  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions, questions in
+     answer channels, follow-up replies, and the links and files shared in article channels; /ask and
+     /add work without it).
   3. OAuth2 -> URL Generator: scopes `bot` and `applications.commands`; bot permissions: View Channels,
      Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History.
      Open the generated URL to invite the bot to your server.
