@@ -39,8 +39,8 @@ Setting up the Discord side once:
      answer channels, follow-up replies, and the links and files shared in article channels; /ask and
      /add work without it).
   3. OAuth2 -> URL Generator: scopes `bot` and `applications.commands`; bot permissions: View Channels,
-     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History.
-     Open the generated URL to invite the bot to your server.
+     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History,
+     Add Reactions. Open the generated URL to invite the bot to your server.
   4. Set guild_id in config/newsbot.toml (or NEWSBOT_GUILD_ID) so slash commands appear at once;
      without it they are registered globally, which Discord may take up to an hour to show.
 """
