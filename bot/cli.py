@@ -37,11 +37,12 @@ Run the Discord bot. The token is read only from the DISCORD_TOKEN environment v
 
 Setting up the Discord side once:
   1. https://discord.com/developers/applications -> New Application -> Bot: reset and copy the token.
-  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions and questions
-     in answer channels; /ask works without it).
+  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions, questions in
+     answer channels, follow-up replies, and the links and files shared in article channels; /ask and
+     /add work without it).
   3. OAuth2 -> URL Generator: scopes `bot` and `applications.commands`; bot permissions: View Channels,
-     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History.
-     Open the generated URL to invite the bot to your server.
+     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History,
+     Add Reactions. Open the generated URL to invite the bot to your server.
   4. Set guild_id in config/newsbot.toml (or NEWSBOT_GUILD_ID) so slash commands appear at once;
      without it they are registered globally, which Discord may take up to an hour to show.
 """
@@ -206,6 +207,41 @@ def ago(seconds: float) -> str:
     return "just now"
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Questions line by line from standard input, each in the context of the ones before."""
+    from embeddings.answer import QuestionError
+    from embeddings.conversation import Conversation
+    from embeddings.engine import Engine
+
+    settings = _settings(args)
+    require_store(settings)
+    engine = Engine(settings)
+    report = engine.ensure_default_corpus()
+    if report is not None and not args.json:
+        print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
+    conversation = Conversation()
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        try:
+            answer = engine.ask(line, conversation=conversation)
+        except QuestionError as err:
+            # One bad line is not the end of the conversation.
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
+        else:
+            print(format_answer(answer) + "\n", flush=True)
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from embeddings.store import DB_NAME, damaged, open_readonly, read_stats
 
@@ -215,14 +251,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if not (root / DB_NAME).exists():
         print(f"error: no store at {root}: run `newsbot --store {root} ingest PATH` first", file=sys.stderr)
         return EXIT_ERROR
+    from embeddings import feedback
+
     # Read-only, without loading the model: any user who may read the store may count it.
     db = open_readonly(root, model=None, dim=None)
     try:
         stats = read_stats(db, root)
+        votes = feedback.counts(root)
     except sqlite3.DatabaseError as err:
         raise damaged(root, err) from None
     finally:
         db.close()
+    stats["feedback"] = {"up": votes.up, "down": votes.down, "answers": votes.answers}
     iso, relative = when(stats["updated"])  # type: ignore[arg-type]
     stats["updated"] = iso
     if args.json:
@@ -231,7 +271,23 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         stats["updated"] = f"{iso} ({relative})" if relative else iso
         for key, value in stats.items():
-            print(f"{key:>11}: {value}")
+            print(f"{key:>11}: {votes if key == 'feedback' else value}")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from embeddings import feedback
+    from embeddings.store import DB_NAME
+
+    settings = _settings(args)
+    if not (Path(settings.store) / DB_NAME).exists():
+        print(f"error: no store at {settings.store}: run `newsbot ingest PATH` first", file=sys.stderr)
+        return EXIT_ERROR
+    if args.export:
+        written = feedback.export(Path(settings.store), Path(args.export))
+        print(f"wrote {written} rated answers to {args.export} (👎 ones have no answers yet: label them)")
+    else:
+        print(feedback.counts(Path(settings.store)))
     return 0
 
 
@@ -310,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question", nargs="+", help="the question (quote it, or not)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser(
+        "chat",
+        help="answer questions line by line from standard input, each in the context of the ones before",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (a line) per answer")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("feedback", help="the 👍 / 👎 votes on the bot's answers")
+    p.add_argument(
+        "--export", metavar="FILE.jsonl", help="write the rated answers as lines `newsbot eval` reads"
+    )
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("stats", help="what the store holds")
     p.add_argument("--json", action="store_true")

@@ -19,6 +19,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.commands import APOLOGY, NO_MENTIONS, Questions, why
+from bot.sharing import Sharing
 from embeddings.engine import Engine
 from embeddings.settings import Settings
 from embeddings.store import StoreError
@@ -61,6 +62,7 @@ class NewsBot(commands.Bot):
         await self.run_blocking(self.engine.ensure_default_corpus)
         await self.run_blocking(lambda: self.engine.searcher)
         await self.add_cog(Questions(self))
+        await self.add_cog(Sharing(self))
         await self.sync_commands()
         self.refresh_index.start()
         if self.engine.settings.watch:

@@ -233,6 +233,24 @@ def _load_file(path: Path, max_bytes: int) -> Iterator[Loaded]:
     if isinstance(data, Skip):
         yield data
         return
+    yield from _load_data(path, data)
+
+
+def load_bytes(data: bytes, name: str) -> Iterator[Loaded]:
+    """Articles from content that did not come from a file here (a fetched page, an attachment):
+    read as the file ``name`` would be, by its suffix. The ids and sources are ``name``-based: callers
+    that know better (a URL, a guild's item id) replace them."""
+    if not data.strip():
+        yield Skip(name, "empty (only whitespace)")
+        return
+    nul = data.find(b"\x00")
+    if nul >= 0 and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        yield Skip(name, f"binary content (NUL byte at offset {nul})")
+        return
+    yield from _load_data(Path(name), data)
+
+
+def _load_data(path: Path, data: bytes) -> Iterator[Loaded]:
     suffix = path.suffix.lower()
     if suffix in HTML_SUFFIXES:
         # Not decoded here: pages declare their own charset, and trafilatura honours it.

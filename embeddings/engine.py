@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from embeddings.answer import AnswerOptions, answer, check_question
+from embeddings.answer import AnswerOptions, check_question
+from embeddings.conversation import Conversation, Resolved, respond
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
@@ -116,6 +117,20 @@ class Engine:
         self.refresh()
         return report
 
+    def forget(self, items: Iterable[str], *, wait: float = 0.0) -> IngestReport:
+        """Remove these source items (articles that no other source holds go with them)."""
+        store = self.open_store()
+        report = IngestReport()
+        try:
+            with store.writer(wait=wait):
+                ingestor = Ingestor(store, self.encoder, self.settings)
+                ingestor.remove(items, report)
+                ingestor.finish()
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
     def ensure_default_corpus(self) -> IngestReport | None:
         """On a fresh machine, index the shipped sample article so the demo has something to read."""
         if self.has_store():
@@ -149,9 +164,22 @@ class Engine:
             # SQLite connection closes when the last of them lets go.
         return True
 
-    def ask(self, question: str) -> Answer:
+    def ask(
+        self, question: str, *, conversation: Conversation | None = None, guild: int | None = None
+    ) -> Answer:
+        """Answer a question; in a conversation, in the context of its last turns (and add this one).
+
+        ``guild``: answer only from what that Discord guild can see; None (the command line): all."""
         question = check_question(question, self.settings.max_question_chars)
-        searcher = self.searcher
-        query = searcher.embed_query(question)
-        hits = searcher.search(question, search_options(self.settings), query)
-        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings))
+        resolved = conversation.resolve(question) if conversation is not None else Resolved.alone(question)
+        result, _ = respond(
+            self.searcher,
+            resolved,
+            search_options(self.settings),
+            answer_options(self.settings),
+            top_k=self.settings.top_k,
+            guild=guild,
+        )
+        if conversation is not None:
+            conversation.add(resolved, result)
+        return result

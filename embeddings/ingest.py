@@ -235,10 +235,14 @@ class Ingestor:
                 continue
             gone.extend(item for item in items if not path.exists() or item not in seen_items)
         if gone:
-            keyword = self.keyword()
-            removed, delta = self.store.remove_items(gone)
-            report.removed += removed
-            self._apply(delta, keyword)
+            self.remove(gone, report)
+
+    def remove(self, items: Iterable[str], report: IngestReport) -> None:
+        """Forget these source items; articles no source holds any more leave the store."""
+        keyword = self.keyword()
+        removed, delta = self.store.remove_items(items)
+        report.removed += removed
+        self._apply(delta, keyword)
 
     def finish(self) -> None:
         """Leave the keyword index caught up with the store, and fold the vector changes into a new

@@ -58,6 +58,18 @@ class Settings:
     cooldown_seconds: float = 5.0
     cooldown_questions: int = 3
     connect_retry_seconds: float = 300.0
+    # conversations (follow-up questions)
+    conversation_turns: int = 4
+    conversation_minutes: float = 30.0
+    # articles shared in Discord
+    article_channels: tuple[int, ...] = ()
+    allow_private_urls: bool = False
+    trusted_url_hosts: tuple[str, ...] = ()
+    fetch_max_mb: float = 5.0
+    fetch_timeout_seconds: float = 15.0
+    share_user_limit: int = 5
+    share_guild_limit: int = 30
+    share_window_seconds: float = 60.0
     # arrivals
     article_dirs: tuple[str, ...] = ()
     feeds: tuple[str, ...] = ()

@@ -57,17 +57,20 @@ CREATE TABLE IF NOT EXISTS index_files (
 );
 """
 
-# Columns added after the first release, as (table, column, declaration): each store gains them on
-# its next writable open. Each source keeps the title and byline it was seen with, so when the source
-# an article was cited by leaves it (edited or deleted), the article is cited by one that still holds it.
+# Each source keeps the title and byline it was seen with: when the source an article was cited by
+# leaves it (edited or deleted), the article is cited by one that still holds it.
+SOURCE_FIELDS = ("title", "author", "published", "source", "url")
+
+# Columns and tables added since the first schema, applied to older stores when they are opened for
+# writing (readers cope with their absence).
 MIGRATIONS = (
-    ("sources", "title", "TEXT"),
-    ("sources", "author", "TEXT"),
-    ("sources", "published", "TEXT"),
-    ("sources", "source", "TEXT"),
-    ("sources", "url", "TEXT"),
+    # The Discord guild an item was shared in (0: a folder or feed, seen everywhere).
+    ("sources", "guild", "ALTER TABLE sources ADD COLUMN guild INTEGER NOT NULL DEFAULT 0"),
+    *(("sources", c, f"ALTER TABLE sources ADD COLUMN {c} TEXT") for c in SOURCE_FIELDS),
 )
 
+# Items shared in a Discord guild have ids "guild:<guild id>:<url or attachment>".
+SHARED_PREFIX = "guild:"
 
 DB_NAME = "newsbot.sqlite"
 LOCK_NAME = "write.lock"
@@ -185,6 +188,40 @@ def check_model(db: sqlite3.Connection, root: Path, model: str, dim: int) -> boo
     return True
 
 
+def migrate(db: sqlite3.Connection) -> None:
+    """Add what later versions added to an existing store; a no-op on an up-to-date one."""
+    for table, column, statement in MIGRATIONS:
+        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(statement)
+    # Few items are shared in guilds: this finds them without reading every source.
+    db.execute("CREATE INDEX IF NOT EXISTS sources_guild ON sources (guild) WHERE guild > 0")
+
+
+def shared_item_id(guild: int, key: str) -> str:
+    """The source item id of something shared in a guild (a link, an attachment)."""
+    return f"{SHARED_PREFIX}{guild}:{key}"
+
+
+def guild_of_item(item_id: str) -> int:
+    """The guild an item was shared in; 0 for folders and feeds."""
+    if not item_id.startswith(SHARED_PREFIX):
+        return 0
+    head = item_id[len(SHARED_PREFIX) :].partition(":")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def scoped_articles(db: sqlite3.Connection) -> dict[str, frozenset[int]]:
+    """Articles only guilds can see (every source of theirs was shared in a guild), and which guilds."""
+    if "guild" not in {r[1] for r in db.execute("PRAGMA table_info(sources)")}:
+        return {}  # a store from before sharing, opened read-only (a writer adds the column)
+    rows = db.execute(
+        "SELECT article_id, group_concat(guild) FROM sources "
+        "WHERE article_id IN (SELECT article_id FROM sources WHERE guild > 0) "
+        "GROUP BY article_id HAVING MIN(guild) > 0"
+    ).fetchall()
+    return {article_id: frozenset(int(g) for g in guilds.split(",")) for article_id, guilds in rows}
+
+
 def article_from_row(row: Sequence) -> Article:
     return Article(
         id=row[0],
@@ -215,7 +252,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
-            self._migrate()
+            migrate(self.db)
         except sqlite3.OperationalError as err:
             if "readonly" in str(err) or "unable to open" in str(err):
                 raise not_writable(self.root, err) from None
@@ -233,12 +270,6 @@ class Store:
             raise StoreError(f"cannot open store {self.root}: {err}") from None
         self._check_model()
         self._lock_file: int | None = None
-
-    def _migrate(self) -> None:
-        for table, column, declaration in MIGRATIONS:
-            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in columns:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     # -- identity ---------------------------------------------------------------------------
     def _check_model(self) -> None:
@@ -382,13 +413,14 @@ class Store:
             )
             delta.added_texts.extend((c.id, passage_text(item.title, c.text)) for c in pending.chunks)
         db.execute(
-            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash, "
-            "title, author, published, source, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash, guild, "
+            "title, author, published, source, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 item.id,
                 target,
                 pending.origin,
                 item.content_hash,
+                guild_of_item(item.id),
                 item.title,
                 item.author,
                 item.published,

@@ -75,3 +75,38 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip("../shared/data is not here (a fresh clone has none)")
     return data
+
+
+# Three short made-up stories for conversations: follow-ups, new subjects, scope.
+STORIES = {
+    "ferry.txt": (
+        "Harbour ferry returns after repairs\n\n"
+        "The Kestrel Bay ferry resumed sailings on Monday after six weeks of repairs to its hull. "
+        "Harbour master Ingrid Solberg said the repairs cost 240,000 krone. "
+        "The crossing to Vellholm island takes forty minutes.\n\n"
+        "Solberg said a second vessel, the Osprey, will join the route in the spring."
+    ),
+    "mill.txt": (
+        "Paper mill to close in Dunmore\n\n"
+        "The Dunmore paper mill will close in March with the loss of 310 jobs, "
+        "its owner Larchfield Group said. "
+        "Larchfield blamed the price of energy and falling demand for newsprint.\n\n"
+        "The mill opened in 1921 and once employed more than a thousand people."
+    ),
+    "choir.txt": (
+        "Village choir wins national title\n\n"
+        "The Ashby Parva choir won the national amateur choir championship in Cardiff on Saturday. "
+        "The Ashby Parva choir's conductor is Meera Thackeray. "
+        "She said the 28 singers had rehearsed twice a week since January."
+    ),
+}
+
+
+@pytest.fixture
+def stories(tmp_path: Path) -> Path:
+    """A folder holding STORIES."""
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    for name, text in STORIES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder

@@ -612,6 +612,9 @@ class FakeDiscord:
         }
 
         self.messages: dict[int, dict[str, Any]] = {}
+        # Uploaded attachments' bytes by attachment id, and the ids downloaded from the CDN route.
+        self.files: dict[int, bytes] = {}
+        self.attachment_downloads: list[int] = []
         self.records: list[Record] = []
         self.rejections: list[Rejection] = []
         # Failures tests asked for (see ``fail``), and the requests they failed: not ``problems``.
@@ -645,6 +648,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{attachment_id:\\d+}/{filename}", self._get_attachment)
         for method, path, handler in self._routes():
             app.router.add_route(method, API_PREFIX + path, handler)
         # stop() closes the websockets itself, so nothing is worth the default minute of shutdown grace.
@@ -730,11 +734,13 @@ class FakeDiscord:
         channel_id: int | None = None,
         reply_to: int | None = None,
         mentions: Sequence[FakeUser] | None = None,
+        attachments: Mapping[str, bytes] | None = None,
     ) -> int:
         """Dispatch MESSAGE_CREATE for a member's message; returns its id.
 
         ``mentions`` defaults to the members ``<@id>``-mentioned in ``content`` (as Discord parses them).
         Without the MESSAGE_CONTENT intent the bot gets empty content unless it is mentioned, as on Discord.
+        ``attachments`` (file name -> bytes) are uploaded with it and served from this server's CDN route.
         """
         self._live_session()
         channel_id = channel_id or self.channel_id
@@ -746,6 +752,9 @@ class FakeDiscord:
                 raise ValueError(f"unknown message {reply_to}")
             body["message_reference"] = {"message_id": str(reply_to), "channel_id": str(channel_id)}
         message = self._store_new_message(channel_id, author or self.user, body, mentions=mentions)
+        for name, data in (attachments or {}).items():
+            attachment = self._attachment(name, data)
+            message["attachments"].append(attachment)
         await self._dispatch_message("MESSAGE_CREATE", message)
         return int(message["id"])
 
@@ -1148,10 +1157,26 @@ class FakeDiscord:
             channel["total_message_sent"] += 1
         return message
 
-    def _attachment(self, filename: str) -> dict[str, Any]:
+    def _attachment(self, filename: str, data: bytes = b"") -> dict[str, Any]:
         attachment_id = self._ids.next()
         url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{filename}"
-        return {"id": str(attachment_id), "filename": filename, "size": 0, "url": url, "proxy_url": url}
+        self.files[attachment_id] = data
+        # Discord's CDN links carry a signature that expires; clients must not rely on the query.
+        signed = f"{url}?ex=0&is=0&hm={secrets.token_hex(8)}"
+        return {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": signed,
+            "proxy_url": signed,
+        }
+
+    async def _get_attachment(self, request: web.Request) -> web.Response:
+        data = self.files.get(int(request.match_info["attachment_id"]))
+        if data is None:
+            raise web.HTTPNotFound()
+        self.attachment_downloads.append(int(request.match_info["attachment_id"]))
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _edit_message(self, message: dict[str, Any], body: Mapping[str, Any], files: Sequence[str]) -> None:
         """Apply an edit's partial body, then check the result is still a sendable message."""
