@@ -8,6 +8,7 @@ a new Searcher when the generation moves on.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Collection
@@ -23,7 +24,10 @@ from embeddings.encoder import Encoder
 from embeddings.records import Article, Chunk, Hit
 from embeddings.store import (
     ARTICLE_COLUMNS,
+    Store,
+    StoreError,
     article_from_row,
+    needs_migration,
     open_readonly,
     passage_count,
     read_generation,
@@ -85,6 +89,13 @@ class Searcher:
         self.encoder = encoder
         # Read-only: a reader needs no write access to the store (the model is checked first).
         self._db = open_readonly(self.root, encoder.name, encoder.dim)
+        if needs_migration(self._db):
+            # A store from an older newsbot is brought up to date when this user may write it, and
+            # read as it is when not.
+            self._db.close()
+            with contextlib.suppress(StoreError):
+                Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
+            self._db = open_readonly(self.root, encoder.name, encoder.dim)
         self._db.execute("BEGIN")
         self.generation = int(
             self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]

@@ -197,6 +197,14 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS sources_guild ON sources (guild) WHERE guild > 0")
 
 
+def needs_migration(db: sqlite3.Connection) -> bool:
+    """Whether a store lacks columns this newsbot adds (read-only: a reader asks before migrating)."""
+    return any(
+        column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for table, column, _ in MIGRATIONS
+    )
+
+
 def shared_item_id(guild: int, key: str) -> str:
     """The source item id of something shared in a guild (a link, an attachment)."""
     return f"{SHARED_PREFIX}{guild}:{key}"
