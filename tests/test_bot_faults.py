@@ -231,6 +231,7 @@ async def test_serve_when_discord_is_unreachable_retries_then_exits_2_with_one_l
     assert len(errors) == 1 and "Discord cannot be reached" in errors[0], err
     retries = [line for line in err.splitlines() if "cannot reach Discord" in line]
     assert len(retries) == 2, err  # after 1 s, then the 1.5 s left of 2.5 s
+    assert "Unclosed" not in err  # each retry closes the HTTP session it opened
 
 
 @pytest.mark.parametrize(
