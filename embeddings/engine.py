@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from embeddings.answer import AnswerOptions, answer, check_question
+from embeddings.answer import AnswerOptions, check_question
+from embeddings.conversation import Conversation, Resolved, respond
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.records import Answer, Article, Skip
 from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
-from embeddings.store import DB_NAME, Store
+from embeddings.store import DB_NAME, Store, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class Engine:
                 report = ingest_paths(
                     paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
+        except (sqlite3.Error, OSError) as err:
+            # A full disk, or damage in pages the open did not read: what was committed stays as it was.
+            raise write_failed(store.root, err) from None
         finally:
             store.close()
         self.refresh()
@@ -131,6 +136,22 @@ class Engine:
                 ingestor = Ingestor(store, self.encoder, self.settings)
                 report = ingestor.ingest(items)
                 ingestor.finish()
+        except (sqlite3.Error, OSError) as err:
+            raise write_failed(store.root, err) from None
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
+    def forget(self, items: Iterable[str], *, wait: float = 0.0) -> IngestReport:
+        """Remove these source items (articles that no other source holds go with them)."""
+        store = self.open_store()
+        report = IngestReport()
+        try:
+            with store.writer(wait=wait):
+                ingestor = Ingestor(store, self.encoder, self.settings)
+                ingestor.remove(items, report)
+                ingestor.finish()
         finally:
             store.close()
         self.refresh()
@@ -169,9 +190,22 @@ class Engine:
             # SQLite connection closes when the last of them lets go.
         return True
 
-    def ask(self, question: str) -> Answer:
+    def ask(
+        self, question: str, *, conversation: Conversation | None = None, guild: int | None = None
+    ) -> Answer:
+        """Answer a question; in a conversation, in the context of its last turns (and add this one).
+
+        ``guild``: answer only from what that Discord guild can see; None (the command line): all."""
         question = check_question(question, self.settings.max_question_chars)
-        searcher = self.searcher
-        query = searcher.embed_query(question)
-        hits = searcher.search(question, search_options(self.settings), query)
-        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings))
+        resolved = conversation.resolve(question) if conversation is not None else Resolved.alone(question)
+        result, _ = respond(
+            self.searcher,
+            resolved,
+            search_options(self.settings),
+            answer_options(self.settings),
+            top_k=self.settings.top_k,
+            guild=guild,
+        )
+        if conversation is not None:
+            conversation.add(resolved, result)
+        return result
