@@ -55,17 +55,18 @@ def test_runtime_dependencies_leave_out_the_torch_extra() -> None:
 
 def test_ingest_and_ask_without_torch(tmp_path: Path) -> None:
     store = str(tmp_path / "s")
+    done = run_lean("--store", store, "ingest", "-q", str(REPO / "samples"))
+    assert done.returncode == 0, done.stderr
+    assert "1 added" in done.stdout
     done = run_lean("--store", store, "ask", "Who opposed the ABM amendment?")
     assert done.returncode == 0, done.stderr
     assert "A: China and Russia oppose any amendment" in done.stdout
-    done = run_lean("--store", store, "ingest", "-q", str(REPO / "tests" / "data" / "articles"))
-    assert done.returncode == 0, done.stderr
-    assert "1 added" in done.stdout
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_a_backend_that_needs_torch_names_the_extra(tmp_path: Path, backend: str) -> None:
-    done = run_lean("--store", str(tmp_path / "s"), "ask", "Who?", env={"NEWSBOT_BACKEND": backend})
+    store = str(tmp_path / "s")
+    done = run_lean("--store", store, "ingest", "-q", str(REPO / "samples"), env={"NEWSBOT_BACKEND": backend})
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr
     assert 'needs the torch extra: pip install "newsbot[torch]"' in done.stderr
