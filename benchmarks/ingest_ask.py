@@ -145,7 +145,7 @@ def measure(which: str, args: argparse.Namespace, files: list[Path], questions: 
             "",
         ),
         (
-            f"fresh process, start to first answer, BBC store (best / worst of 3){tag}",
+            f"fresh process, start to first answer on this store (best / worst of 3){tag}",
             f"{min(ready):.2f} / {max(ready):.2f} s",
             "<= 0.5 s",
         ),
