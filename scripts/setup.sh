@@ -19,5 +19,7 @@ if ! fresh ".venv/.installed${extras:+-$extras}" && ! fresh .venv/.installed-dev
   # The torch extra (in dev) pins torch==2.13.0; where no CPU wheel is at hand, PyTorch's CPU index
   # provides it (NEWSBOT_PIP_ARGS, see README), which avoids pulling the multi-GB CUDA build.
   .venv/bin/python -m pip install -q ${NEWSBOT_PIP_ARGS:-} -e "$spec"
+  # An editable install leaves newsbot's own modules uncompiled: compiled here once, not at every start.
+  .venv/bin/python -m compileall -q embeddings bot >/dev/null
   touch ".venv/.installed${extras:+-$extras}"
 fi
