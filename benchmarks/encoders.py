@@ -31,12 +31,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: make `embeddings` importable w
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from embeddings.encoder import Encoder, TorchEncoder  # noqa: E402
-from embeddings.onnx_encoder import (  # noqa: E402
-    X64_PRECISION_ENV,
-    OnnxEncoder,
-    default_threads,
-    needs_x64_precision,
-)
+from embeddings.onnx_encoder import OnnxEncoder  # noqa: E402
+from embeddings.onnx_model import X64_PRECISION_ENV, default_threads, needs_x64_precision  # noqa: E402
 
 BBC = ROOT.parent / "shared" / "data" / "bbc_news" / "articles"
 WINDOW = 200
@@ -141,11 +137,11 @@ def measure(
     return row, mine
 
 
-def other_int8(cache_dir: Path | None, threads: int) -> OnnxEncoder:
+def other_int8(threads: int) -> OnnxEncoder:
     before = os.environ.get(X64_PRECISION_ENV)
     os.environ[X64_PRECISION_ENV] = "0" if needs_x64_precision() else "1"
     try:
-        return OnnxEncoder(quantized=True, cache_dir=cache_dir, threads=threads)
+        return OnnxEncoder(quantized=True, threads=threads)
     finally:
         if before is None:
             del os.environ[X64_PRECISION_ENV]
@@ -162,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="runs per encoder; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="ONNX export cache (default as newsbot)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="fp32 ONNX export cache (default as newsbot)"
+    )
     args = parser.parse_args(argv)
 
     passages, queries, source = load_corpus(args.passages, args.queries)
@@ -186,15 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("torch (sentence-transformers)", TorchEncoder),
         ("onnx fp32", lambda: OnnxEncoder(quantized=False, cache_dir=args.cache_dir, threads=threads)),
         (
-            f"onnx int8, x64quantprecision={int(auto_precision)}",
-            lambda: OnnxEncoder(quantized=True, cache_dir=args.cache_dir, threads=threads),
+            f"onnx int8 (shipped), x64quantprecision={int(auto_precision)}",
+            lambda: OnnxEncoder(quantized=True, threads=threads),
         ),
         # The other int8 kernel choice than this CPU's default: on a VNNI CPU, the cost of the exact U8U8
         # kernels that CPUs without VNNI get; on those, what the faster, saturating U8S8 kernels would
         # do to the cosine. Either way the row tells whether the default choice is right for this CPU.
         (
             f"onnx int8, x64quantprecision={int(not auto_precision)}",
-            lambda: other_int8(args.cache_dir, threads),
+            lambda: other_int8(threads),
         ),
     ]
     rows: list[Row] = []

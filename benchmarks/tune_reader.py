@@ -31,6 +31,9 @@ def main() -> int:
     )
     parser.add_argument("qa", help="a SQuAD-style QA.jsonl (question, answers, title, context)")
     parser.add_argument("--sentences", type=int, nargs="*", default=[4, 6, 8, 10])
+    parser.add_argument(
+        "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
+    )
     args = parser.parse_args()
     path = Path(args.qa)
     settings = load_settings()
@@ -58,13 +61,17 @@ def main() -> int:
             if not sentences:
                 continue
             top = sentences[0]
-            features_hits += right(top.hit.chunk.text[top.start : top.end])
+            features_right = right(top.hit.chunk.text[top.start : top.end])
+            features_hits += features_right
             read = read_sentences(question.question, sentences, reader, n)
             if not read:
                 continue
             for w, v in grid:
                 best = max(read, key=lambda s, w=w, v=v: s.final(w, v))
-                hits_by_weight[w, v] += right(best.hit.chunk.text[best.start : best.end])
+                reader_right = right(best.hit.chunk.text[best.start : best.end])
+                hits_by_weight[w, v] += reader_right
+                if args.wins and (w, v) == (0.0, 0.0) and reader_right and not features_right:
+                    print(f"win (reads {n}): {question.question}", file=sys.stderr)
         total = len(questions)
         best_key = max(grid, key=lambda key: hits_by_weight[key])
         cells = ", ".join(f"{key}: {hits_by_weight[key] / total:.3f}" for key in grid)

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import re
+import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from embeddings.settings import Settings
 
 EXIT_ERROR = 2
+BATCH_PASSAGES = 1024  # embeddings.reembed.BATCH_PASSAGES, without importing the pipeline for --help
 
 DESCRIPTION = """\
 Ask questions about news articles and get short answers that cite their passages.
@@ -27,6 +30,7 @@ Ask questions about news articles and get short answers that cite their passages
 Typical use:
   newsbot ingest articles/            # embed new and changed articles into the store
   newsbot ask "Who opposed the ABM amendment?"
+  newsbot reembed                     # after changing the encoder: re-embed the stored passages
   DISCORD_TOKEN=... newsbot serve     # answer in Discord (see `newsbot serve --help`)
 """
 
@@ -35,11 +39,12 @@ Run the Discord bot. The token is read only from the DISCORD_TOKEN environment v
 
 Setting up the Discord side once:
   1. https://discord.com/developers/applications -> New Application -> Bot: reset and copy the token.
-  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions and questions
-     in answer channels; /ask works without it).
+  2. Bot -> Privileged Gateway Intents: enable MESSAGE CONTENT (needed to read @mentions, questions in
+     answer channels, follow-up replies, and the links and files shared in article channels; /ask and
+     /add work without it).
   3. OAuth2 -> URL Generator: scopes `bot` and `applications.commands`; bot permissions: View Channels,
-     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History.
-     Open the generated URL to invite the bot to your server.
+     Send Messages, Send Messages in Threads, Create Public Threads, Embed Links, Read Message History,
+     Add Reactions. Open the generated URL to invite the bot to your server.
   4. Set guild_id in config/newsbot.toml (or NEWSBOT_GUILD_ID) so slash commands appear at once;
      without it they are registered globally, which Discord may take up to an hour to show.
 """
@@ -75,16 +80,52 @@ def ray_target(ray: str | None, paths: Sequence[str]) -> tuple[str | None, list[
     return ray, list(paths)
 
 
+EXIT_SKIPPED = 1
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """Exit 0 when every input was read, 1 when some were skipped (the rest are stored), 2 when a
+    named path does not exist (nothing is ingested: with --prune a typo would remove articles) or
+    nothing at all could be ingested."""
     ray, paths = ray_target(args.ray, args.paths)
     if not paths:
         print("error: give at least one PATH to ingest", file=sys.stderr)
         return EXIT_ERROR
+    missing = [p for p in paths if not os.path.lexists(os.path.expanduser(p))]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)} (nothing was ingested)", file=sys.stderr)
+        return EXIT_ERROR
     engine = _engine(args)
+    created = not engine.has_store()
     report = engine.ingest(
         paths, prune=args.prune, progress=not args.quiet, wait=args.wait, on_skip=_warn, ray=ray
     )
+    if created:
+        print(f"created a new store at {engine.store_path}", file=sys.stderr)
     print(report.summary())
+    if report.skipped and not report.read:
+        print(
+            "error: nothing could be ingested: every input was skipped (see the warnings above)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_SKIPPED if report.skipped else 0
+
+
+def require_store(settings: Settings) -> None:
+    """A named store must exist: only the default one is created on first use (by `ask`, `serve`)."""
+    from embeddings.store import DB_NAME, StoreError
+
+    if not settings.default_store and not (Path(settings.store) / DB_NAME).exists():
+        raise StoreError(
+            f"no store at {settings.store}: check the path (--store, NEWSBOT_STORE or the settings file), "
+            f"or create it with `newsbot --store {settings.store} ingest PATH`"
+        )
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    print(engine.reembed(progress=not args.quiet, wait=args.wait, batch_passages=args.batch).summary())
     return 0
 
 
@@ -138,9 +179,12 @@ def _display_path(source: str) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from embeddings.answer import check_question
+    from embeddings.engine import Engine
 
-    engine = _engine(args)
-    question = check_question(" ".join(args.question), engine.settings.max_question_chars)
+    settings = _settings(args)
+    question = check_question(" ".join(args.question), settings.max_question_chars)
+    require_store(settings)
+    engine = Engine(settings)
     report = engine.ensure_default_corpus()
     if report is not None and not args.json:
         print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
@@ -151,26 +195,116 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def when(epoch: float | None, now: float | None = None) -> tuple[str, str]:
+    """An epoch time as ISO 8601 (UTC, to the second) and as "3 minutes ago"."""
+    if epoch is None:
+        return "never", ""
+    from datetime import UTC, datetime
+
+    iso = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso, ago(time.time() - epoch if now is None else now - epoch)
+
+
+def ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future (is this machine's clock right?)"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "just now"
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Questions line by line from standard input, each in the context of the ones before."""
+    from embeddings.answer import QuestionError
+    from embeddings.conversation import Conversation
+    from embeddings.engine import Engine
+
+    settings = _settings(args)
+    require_store(settings)
+    engine = Engine(settings)
+    report = engine.ensure_default_corpus()
+    if report is not None and not args.json:
+        print(f"(no store yet: indexed the sample article into {engine.store_path})", file=sys.stderr)
+    conversation = Conversation()
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not line.strip():
+            continue
+        try:
+            answer = engine.ask(line, conversation=conversation)
+        except QuestionError as err:
+            # One bad line is not the end of the conversation.
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(answer_json(answer), ensure_ascii=False), flush=True)
+        else:
+            print(format_answer(answer) + "\n", flush=True)
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    if not engine.has_store():
-        print(f"error: no store at {engine.store_path}: run `newsbot ingest PATH` first", file=sys.stderr)
+    from embeddings.store import DB_NAME, damaged, open_readonly, read_stats
+
+    settings = _settings(args)
+    root = Path(settings.store)
+
+    if not (root / DB_NAME).exists():
+        print(f"error: no store at {root}: run `newsbot --store {root} ingest PATH` first", file=sys.stderr)
         return EXIT_ERROR
-    store = engine.open_store()
-    stats = store.stats()
-    store.close()
+    from embeddings import feedback
+
+    # Read-only, without loading the model: any user who may read the store may count it.
+    db = open_readonly(root, model=None, dim=None)
+    try:
+        stats = read_stats(db, root)
+        votes = feedback.counts(root)
+    except sqlite3.DatabaseError as err:
+        raise damaged(root, err) from None
+    finally:
+        db.close()
+    stats["feedback"] = {"up": votes.up, "down": votes.down, "answers": votes.answers}
+    iso, relative = when(stats["updated"])  # type: ignore[arg-type]
+    stats["updated"] = iso
     if args.json:
+        stats["updated_ago"] = relative
         print(json.dumps(stats, indent=2))
     else:
+        stats["updated"] = f"{iso} ({relative})" if relative else iso
         for key, value in stats.items():
-            print(f"{key:>11}: {value}")
+            print(f"{key:>11}: {votes if key == 'feedback' else value}")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from embeddings import feedback
+    from embeddings.store import DB_NAME
+
+    settings = _settings(args)
+    if not (Path(settings.store) / DB_NAME).exists():
+        print(f"error: no store at {settings.store}: run `newsbot ingest PATH` first", file=sys.stderr)
+        return EXIT_ERROR
+    if args.export:
+        written = feedback.export(Path(settings.store), Path(args.export))
+        print(f"wrote {written} rated answers to {args.export} (👎 ones have no answers yet: label them)")
+    else:
+        print(feedback.counts(Path(settings.store)))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.client import run_bot
 
-    return run_bot(_settings(args))
+    settings = _settings(args)
+    require_store(settings)
+    return run_bot(settings)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -182,7 +316,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from embeddings.evaluate import main as eval_main
 
-    return eval_main(args, _settings(args))
+    settings = _settings(args)
+    if not args.corpus:
+        require_store(settings)
+    return eval_main(args, settings)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -233,10 +370,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser(
+        "reembed",
+        help="re-embed every stored passage with the current encoder (after changing backend or model file)",
+        description="Re-embed every stored passage from the text the store holds (no file is read "
+        "again), with the encoder the settings choose. Safe to interrupt: the next run carries on.",
+    )
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait for another writer")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=BATCH_PASSAGES,
+        metavar="PASSAGES",
+        help=f"passages per transaction: what an interruption can cost (default {BATCH_PASSAGES})",
+    )
+    p.set_defaults(func=cmd_reembed)
+
     p = sub.add_parser("ask", help="answer a question from the stored articles, with citations")
     p.add_argument("question", nargs="+", help="the question (quote it, or not)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser(
+        "chat",
+        help="answer questions line by line from standard input, each in the context of the ones before",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object (a line) per answer")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("feedback", help="the 👍 / 👎 votes on the bot's answers")
+    p.add_argument(
+        "--export", metavar="FILE.jsonl", help="write the rated answers as lines `newsbot eval` reads"
+    )
+    p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("stats", help="what the store holds")
     p.add_argument("--json", action="store_true")
@@ -272,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--corpus", help="index this corpus into a temporary store first")
     p.add_argument("--fusion", action="append", help="compare these fusions (default: the settings')")
+    p.add_argument("--reader", action="store_true", help="also a row with the reader choosing and abstaining")
     p.add_argument(
         "--rerank", type=int, default=0, help="also a row with the reader reranking this many passages"
     )
@@ -303,6 +471,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (QuestionError, StoreError, SettingsError, EncoderError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as err:
+        # Damage found past the open (pages read later): one line, and nothing written.
+        print(
+            f"error: the store's database is damaged ({err}): restore it from a backup, "
+            "or ingest the articles into a new --store",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -174,3 +174,16 @@ def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
 def question_line(question: str, limit: int = 300) -> str:
     """The question echoed as message content, so a reply reads on its own in a busy channel."""
     return trim_words(f"**Q:** {escape(question)}", limit)
+
+
+def embed_as_text(content: str | None, embed: dict[str, Any], limit: int = CONTENT_LIMIT) -> str:
+    """An answer embed as plain message content within ``limit`` characters, for a server that
+    refuses the embed: the question line, the answer, then as many citations as fit, whole."""
+    head = [p for p in (content, embed.get("description", "")) if p]
+    fields = [f"**{f['name']}**\n{f['value']}" for f in embed.get("fields", [])]
+    while True:
+        text = "\n\n".join(["\n".join(head), *fields])
+        if len(text) <= limit or not fields:
+            break
+        fields.pop()
+    return text if len(text) <= limit else trim_words(text, limit)

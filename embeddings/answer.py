@@ -433,6 +433,7 @@ def answer(
                 answer_start=best.start if best else 0,
                 answer_end=best.end if best else 0,
                 score=hit.dense_score,
+                passage_id=hit.chunk.id,
             )
         )
     return Answer(question, answered, text, tuple(citations), confidence, chosen)

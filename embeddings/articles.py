@@ -233,6 +233,24 @@ def _load_file(path: Path, max_bytes: int) -> Iterator[Loaded]:
     if isinstance(data, Skip):
         yield data
         return
+    yield from _load_data(path, data)
+
+
+def load_bytes(data: bytes, name: str) -> Iterator[Loaded]:
+    """Articles from content that did not come from a file here (a fetched page, an attachment):
+    read as the file ``name`` would be, by its suffix. The ids and sources are ``name``-based: callers
+    that know better (a URL, a guild's item id) replace them."""
+    if not data.strip():
+        yield Skip(name, "empty (only whitespace)")
+        return
+    nul = data.find(b"\x00")
+    if nul >= 0 and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        yield Skip(name, f"binary content (NUL byte at offset {nul})")
+        return
+    yield from _load_data(Path(name), data)
+
+
+def _load_data(path: Path, data: bytes) -> Iterator[Loaded]:
     suffix = path.suffix.lower()
     if suffix in HTML_SUFFIXES:
         # Not decoded here: pages declare their own charset, and trafilatura honours it.
@@ -519,11 +537,33 @@ def _html_article(content: str | bytes, *, id: str, source: str, url: str) -> Ar
         title=title,
         text="\n\n".join(paragraphs),
         author=getattr(doc, "author", None) or "",
-        published=getattr(doc, "date", None) or "",
+        published=_publication_date(content, getattr(doc, "date", None) or ""),
         source=source,
         # A saved page's canonical URL lets readers open the original.
         url=url or (page_url if page_url.startswith(("http://", "https://")) else ""),
     )
+
+
+def _publication_date(content: str | bytes, found: str) -> str:
+    """The page's date, unless it was only guessed from a "Copyright 2024" footer.
+
+    htmldate's last resort is January 1st of the copyright year, which is when the site's notice
+    was last changed, not when the article was published: an empty date is better than a wrong one.
+    Then only the page's markup and plainly written dates count (htmldate without its extensive search).
+    """
+    if not found.endswith("-01-01"):
+        return found
+    from htmldate import find_date
+    from htmldate.core import COPYRIGHT_PATTERN
+
+    html = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    match = COPYRIGHT_PATTERN.search(html)
+    if match is None or match.group(1) != found[:4]:
+        return found
+    try:
+        return find_date(html, extensive_search=False, original_date=True) or ""
+    except Exception:  # third-party parser on untrusted input
+        return ""
 
 
 # --------------------------------------------------------------------------- JSON and JSON Lines

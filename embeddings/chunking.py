@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import blingfire
+from livekit.blingfire import text_to_sentences_with_offsets
 from tokenizers import Tokenizer
 
+from embeddings import onnx_model
 from embeddings.records import Article, Chunk
 
 # [CLS] and [SEP] take two of the model's positions.
@@ -41,10 +42,9 @@ class Span:
 
 
 @lru_cache(maxsize=4)
-def load_tokenizer(model_dir: Path) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+def load_tokenizer(tokenizer_file: Path) -> Tokenizer:
+    """The encoder's tokenizer (``Encoder.tokenizer_file``), counting every word piece."""
+    tokenizer: Tokenizer = onnx_model.load_tokenizer(tokenizer_file)
     return tokenizer
 
 
@@ -57,7 +57,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     for line in _LINE.finditer(_unwrap(text)):
         if not line.group().strip():
             continue
-        _, offsets = blingfire.text_to_sentences_and_offsets(line.group())
+        _, offsets = text_to_sentences_with_offsets(line.group())
         spans.extend((line.start() + a, line.start() + b) for a, b in offsets if b > a)
     return spans
 

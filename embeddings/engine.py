@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
-from embeddings.answer import AnswerOptions, answer, check_question, rerank
+from embeddings.answer import AnswerOptions, check_question
+from embeddings.conversation import Conversation, Resolved, respond
 from embeddings.encoder import Encoder, load_encoder
 from embeddings.ingest import Ingestor, IngestReport, ingest_paths
 from embeddings.reader import Reader
 from embeddings.records import Answer, Article, Skip
+from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
-from embeddings.store import DB_NAME, Store
+from embeddings.store import DB_NAME, Store, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,9 @@ class Engine:
         return (self.store_path / DB_NAME).exists()
 
     def open_store(self) -> Store:
-        return Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim)
+        return Store(
+            self.store_path, model=self.encoder.name, dim=self.encoder.dim, encoder=self.encoder.identity
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def ingest(
@@ -92,6 +96,9 @@ class Engine:
                 report = ingest_paths(
                     paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
                 )
+        except (sqlite3.Error, OSError) as err:
+            # A full disk, or damage in pages the open did not read: what was committed stays as it was.
+            raise write_failed(store.root, err) from None
         finally:
             store.close()
         self.refresh()
@@ -115,6 +122,29 @@ class Engine:
         ) as remote:
             yield remote
 
+    def reembed(
+        self, *, progress: bool = False, wait: float = 0.0, batch_passages: int = BATCH_PASSAGES
+    ) -> ReembedReport:
+        """Give every stored passage this engine's encoder's vectors (see reembed.py)."""
+        store = Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim, create=False)
+        try:
+            with store.writer(wait=wait):
+                report = reembed(
+                    store,
+                    self.encoder,
+                    batch_size=self.settings.batch_size,
+                    batch_passages=batch_passages,
+                    progress=progress,
+                )
+                if report.passages:
+                    # The keyword index only records the new generation; the vector changes are folded
+                    # into a new FAISS file, since every vector changed.
+                    Ingestor(store, self.encoder, self.settings).finish()
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
     def ingest_items(self, items: Iterable[Article | Skip], *, wait: float = 0.0) -> IngestReport:
         """Ingest articles that did not come from files (feed entries, eval corpora)."""
         store = self.open_store()
@@ -122,6 +152,22 @@ class Engine:
             with store.writer(wait=wait):
                 ingestor = Ingestor(store, self.encoder, self.settings)
                 report = ingestor.ingest(items)
+                ingestor.finish()
+        except (sqlite3.Error, OSError) as err:
+            raise write_failed(store.root, err) from None
+        finally:
+            store.close()
+        self.refresh()
+        return report
+
+    def forget(self, items: Iterable[str], *, wait: float = 0.0) -> IngestReport:
+        """Remove these source items (articles that no other source holds go with them)."""
+        store = self.open_store()
+        report = IngestReport()
+        try:
+            with store.writer(wait=wait):
+                ingestor = Ingestor(store, self.encoder, self.settings)
+                ingestor.remove(items, report)
                 ingestor.finish()
         finally:
             store.close()
@@ -161,15 +207,23 @@ class Engine:
             # SQLite connection closes when the last of them lets go.
         return True
 
-    def ask(self, question: str) -> Answer:
+    def ask(
+        self, question: str, *, conversation: Conversation | None = None, guild: int | None = None
+    ) -> Answer:
+        """Answer a question; in a conversation, in the context of its last turns (and add this one).
+
+        ``guild``: answer only from what that Discord guild can see; None (the command line): all."""
         question = check_question(question, self.settings.max_question_chars)
-        searcher = self.searcher
-        query = searcher.embed_query(question)
-        reader, depth = self.reader, self.settings.reader_rerank
-        search = search_options(self.settings)
-        if reader is not None and depth > search.k:
-            search = replace(search, k=depth)
-        hits = searcher.search(question, search, query)
-        if reader is not None and depth:
-            hits = rerank(question, query, hits, reader, depth)[: self.settings.top_k]
-        return answer(question, query, hits, searcher.idf(question), answer_options(self.settings), reader)
+        resolved = conversation.resolve(question) if conversation is not None else Resolved.alone(question)
+        result, _ = respond(
+            self.searcher,
+            resolved,
+            search_options(self.settings),
+            answer_options(self.settings),
+            top_k=self.settings.top_k,
+            guild=guild,
+            reader=self.reader,
+        )
+        if conversation is not None:
+            conversation.add(resolved, result)
+        return result

@@ -243,7 +243,12 @@ def corpus_store(corpus: Sequence[str | Path], settings: Settings) -> Path:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    from embeddings import conversation_eval
+
     files = [Path(p) for p in args.qa]
+    # Conversation files (lines with "turns") are measured turn by turn: see conversation_eval.
+    conversations = [p for p in files if conversation_eval.is_conversation_file(p)]
+    files = [p for p in files if p not in conversations]
     questions = [q for path in files for q in read_questions(path)]
     if args.corpus or any(q.context for q in questions):
         settings = settings.replace(store=corpus_store([args.corpus] if args.corpus else files, settings))
@@ -254,12 +259,16 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
     else:
         engine = Engine(settings)
+    if conversations:
+        conversation_eval.main(conversations, engine)
+        if not questions:
+            return 0
     fusions = args.fusion or [settings.fusion]
     readers = [(False, 0)]
-    if settings.reader:
-        readers = [(True, settings.reader_rerank), (False, 0)]
-        if args.rerank and args.rerank != settings.reader_rerank:
-            readers.insert(1, (True, args.rerank))
+    if settings.reader or getattr(args, "reader", False):
+        readers.append((True, 0))
+    if getattr(args, "rerank", 0):
+        readers.append((True, args.rerank))
     rows, confidences = evaluate(engine, questions, fusions, readers=readers)
     print(format_table(rows))
     for row, (with_reader, _) in zip(rows[: len(readers)], readers, strict=True):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from embeddings.store import read_vectors, removed_since
+from embeddings.store import read_index_checksums, read_vectors, record_index_checksum, removed_since
+
+log = logging.getLogger(__name__)
 
 # Exact search costs ~3 ms a query at 50k passages on one core and grows with the store; above this an
 # IVF index answers in about a millisecond with recall@10 of 0.99 against exact (benchmarks/scale.py).
@@ -73,36 +78,77 @@ def saved_generations(root: Path) -> list[int]:
     return sorted(found, reverse=True)
 
 
-def save_index(index: faiss.Index, root: Path, generation: int) -> Path:
-    """Write atomically, then drop all but this and the previous file (a reader that opened an older
-    snapshot a moment ago may still be looking for it)."""
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def save_index(index: faiss.Index, root: Path, generation: int, db: sqlite3.Connection) -> Path:
+    """Write atomically with its checksum recorded in ``db`` first, then drop all but this and the
+    previous file (a reader that opened an older snapshot a moment ago may still be looking for it)."""
     path = index_file(root, generation)
     tmp = path.with_suffix(".tmp")
     faiss.write_index(index, str(tmp))
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
+    record_index_checksum(db, generation, tmp.stat().st_size, file_sha256(tmp))
     os.replace(tmp, path)
     for old in saved_generations(root)[2:]:
         index_file(root, old).unlink(missing_ok=True)
     return path
 
 
-def load_index(root: Path, generation: int, mmap: bool = True) -> faiss.Index | None:
-    """The saved index of exactly this generation, or None; a mapped index is read-only but loads at once."""
+# Files found intact, by (path, inode, size, mtime): saved files never change in place, so each is
+# hashed once per process, not at every snapshot the bot opens.
+_verified: set[tuple[str, int, int, int]] = set()
+_verified_lock = threading.Lock()
+
+
+def verify_index_file(root: Path, generation: int) -> str | None:
+    """Why the saved file of this generation cannot be trusted, or None when it matches its checksum
+    (or predates checksums)."""
     path = index_file(root, generation)
-    if not path.exists():
+    expected = read_index_checksums(root).get(generation)
+    if expected is None:
+        return None
+    size, digest = expected
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _verified_lock:
+        if key in _verified:
+            return None
+    if stat.st_size != size:
+        return f"{stat.st_size} bytes where {size} were written"
+    if file_sha256(path) != digest:
+        return "its checksum does not match the one recorded when it was written"
+    with _verified_lock:
+        _verified.add(key)
+    return None
+
+
+def load_index(root: Path, generation: int, mmap: bool = True) -> faiss.Index | None:
+    """The saved index of exactly this generation, or None when it is missing or damaged; a mapped
+    index is read-only but loads at once."""
+    path = index_file(root, generation)
+    try:
+        problem = verify_index_file(root, generation)
+    except FileNotFoundError:
+        return None
+    if problem is not None:
+        log.warning("vector index %s is damaged (%s): rebuilding it from the store", path, problem)
         return None
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         index = faiss.read_index(str(path), flags)
     except RuntimeError:
+        log.warning("vector index %s cannot be read: rebuilding it from the store", path)
         return None
     tune(index)
     return index
 
 
 def load_base(root: Path, generation: int, mmap: bool = True) -> tuple[faiss.Index, int] | None:
-    """The newest saved index of a generation up to ``generation``, and its generation."""
+    """The newest intact saved index of a generation up to ``generation``, and its generation."""
     for saved in saved_generations(root):
         if saved <= generation:
             index = load_index(root, saved, mmap)

@@ -20,9 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from embeddings import index as vector_index
-from embeddings.articles import load_paths, normalized_hash, source_path
+from embeddings.articles import discover_files, load_paths, normalized_hash, source_path
 from embeddings.chunking import chunk_article, embed_title, embedding_text, load_tokenizer
-from embeddings.encoder import Encoder, model_path
+from embeddings.encoder import Encoder
 from embeddings.keyword import KeywordWriter
 from embeddings.records import Article, Chunk, Skip
 from embeddings.settings import Settings
@@ -63,6 +63,11 @@ class IngestReport:
     embed_seconds: float = 0.0
 
     @property
+    def read(self) -> int:
+        """Items read and stored (or found already stored): everything but the skipped."""
+        return self.added + self.changed + self.unchanged + self.duplicates
+
+    @property
     def touched(self) -> int:
         return self.added + self.changed + self.duplicates + self.removed
 
@@ -72,6 +77,54 @@ class IngestReport:
             f"{self.duplicates} duplicates, {self.removed} removed, {len(self.skipped)} skipped; "
             f"{self.passages} passages embedded in {self.seconds:.1f} s"
         )
+
+
+# A batch is written once it holds this many passages, or about this many seconds of encoding, or
+# has waited this long: a kill loses at most that much work, and a long ingest shows progress on disk.
+BATCH_PASSAGES = 2048
+BATCH_SECONDS = 10.0
+# Passages encoded per call (the encoder's own batch), so the progress bar moves within a batch.
+PROGRESS_STEP = 32
+
+
+class Progress:
+    """Passages embedded out of an estimated total, with tqdm's rate and ETA.
+
+    The files were counted up front (a cheap walk), but how many passages they hold is known only
+    once they are read: the total is the passages found so far plus the files still unread at the
+    mean passages per file so far, so it settles as the ingest goes on.
+    """
+
+    def __init__(self, enabled: bool, files_total: int | None = None) -> None:
+        self.bar = tqdm(desc="embedding", unit=" passages", disable=not enabled, leave=False, smoothing=0.05)
+        self.files_total = files_total
+        self.files_read = 0
+        self.found = 0  # passages to embed, among the files read so far
+        self._file: str | None = None
+
+    def read(self, item: Article | Skip) -> None:
+        path = source_path(item.source)
+        name = str(path) if path is not None else item.source
+        if name != self._file:
+            self._file = name
+            self.files_read += 1
+
+    def chunked(self, passages: int) -> None:
+        self.found += passages
+        estimate = self.found
+        if self.files_total and self.files_read:
+            left = max(self.files_total - self.files_read, 0)
+            estimate += round(self.found / self.files_read * left)
+        self.bar.total = max(estimate, self.bar.n)
+        if self.files_total:
+            self.bar.set_postfix_str(f"{self.files_read}/{self.files_total} files", refresh=False)
+        self.bar.refresh()
+
+    def embedded(self, passages: int) -> None:
+        self.bar.update(passages)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _log_skip(skip: Skip) -> None:
@@ -91,8 +144,10 @@ class Ingestor:
         self.store = store
         self.encoder = encoder
         self.settings = settings
-        self.tokenizer = load_tokenizer(model_path(settings.model))
+        self.tokenizer = load_tokenizer(encoder.tokenizer_file)
         self._keyword: KeywordWriter | None = None
+        self._progress = Progress(False)
+        self._rate = 25.0
 
     # -- the public steps ---------------------------------------------------------------------
     def ingest(
@@ -100,8 +155,9 @@ class Ingestor:
         items: Iterable[Article | Skip],
         report: IngestReport | None = None,
         progress: bool = False,
-        batch_passages: int = 2048,
+        batch_passages: int = BATCH_PASSAGES,
         on_skip: Callable[[Skip], None] | None = None,
+        files_total: int | None = None,
     ) -> IngestReport:
         report = report or IngestReport()
         on_skip = on_skip or _log_skip
@@ -112,10 +168,14 @@ class Ingestor:
         # encoder releases the GIL, so reading costs the encoder almost nothing.
         in_flight: Flight | None = None
         encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsbot-encode")
-        bar = tqdm(desc="ingest", unit=" articles", disable=not progress, leave=False)
+        self._progress = Progress(progress, files_total)
+        # Until the encoder's speed is measured, a first batch of 64 passages, which lands within
+        # seconds (a cluster is given whole batches: each job has a start-up cost).
+        self._rate = float("inf") if getattr(self.encoder, "remote", False) else 6.4
+        batch_started = time.monotonic()
         try:
             for item in items:
-                bar.update()
+                self._progress.read(item)
                 if isinstance(item, Skip):
                     on_skip(item)
                     report.skipped.append(item)
@@ -147,17 +207,19 @@ class Ingestor:
                     report.skipped.append(skip)
                     continue
                 batch.add(item, chunks, norm)
-                if batch.size >= batch_passages:
+                self._progress.chunked(len(chunks))
+                full = batch.size >= min(batch_passages, max(64, self._rate * BATCH_SECONDS))
+                if full or time.monotonic() - batch_started >= BATCH_SECONDS:
                     self._land(in_flight, report)
                     in_flight = (batch, encoding.submit(self._encode, batch))
-                    batch = Batch()
+                    batch, batch_started = Batch(), time.monotonic()
             self._land(in_flight, report)
             in_flight = None
             if batch.articles or batch.attach_later:
                 self._land((batch, encoding.submit(self._encode, batch)), report)
         finally:
             encoding.shutdown(cancel_futures=True)
-            bar.close()
+            self._progress.close()
         report.seconds += time.perf_counter() - started
         return report
 
@@ -173,10 +235,14 @@ class Ingestor:
                 continue
             gone.extend(item for item in items if not path.exists() or item not in seen_items)
         if gone:
-            keyword = self.keyword()
-            removed, delta = self.store.remove_items(gone)
-            report.removed += removed
-            self._apply(delta, keyword)
+            self.remove(gone, report)
+
+    def remove(self, items: Iterable[str], report: IngestReport) -> None:
+        """Forget these source items; articles no source holds any more leave the store."""
+        keyword = self.keyword()
+        removed, delta = self.store.remove_items(items)
+        report.removed += removed
+        self._apply(delta, keyword)
 
     def finish(self) -> None:
         """Leave the keyword index caught up with the store, and fold the vector changes into a new
@@ -201,7 +267,7 @@ class Ingestor:
             index = current.compacted(root)
         else:
             return  # readers add the changes since the saved file themselves
-        vector_index.save_index(index, root, generation)
+        vector_index.save_index(index, root, generation, db)
         # Tombstones older than every file left on disk are needed by no reader that opens now.
         self.store.forget_removals(through=vector_index.saved_generations(root)[-1])
 
@@ -222,7 +288,22 @@ class Ingestor:
                 shift = len(text) - len(chunk.text)
                 texts.append(text)
                 spans.append([(a + shift, b + shift) for a, b in chunk.sentences])
-        return self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
+        remote = getattr(self.encoder, "remote", False)
+        step = len(texts) if remote else PROGRESS_STEP  # a cluster gets one job per batch
+        if not texts:
+            return self.encoder.encode_spans(texts, spans, batch_size=self.settings.batch_size)
+        started = time.perf_counter()
+        vectors, sentence_vectors = [], []
+        for at in range(0, len(texts), step):
+            v, sv = self.encoder.encode_spans(
+                texts[at : at + step], spans[at : at + step], self.settings.batch_size
+            )
+            vectors.append(v)
+            sentence_vectors.append(sv)
+            self._progress.embedded(len(v))
+        if not remote:
+            self._rate = len(texts) / max(time.perf_counter() - started, 1e-3)
+        return np.concatenate(vectors), np.concatenate(sentence_vectors)
 
     def _land(self, flight: Flight | None, report: IngestReport) -> None:
         """Wait for a batch's vectors, store it, then the duplicates that waited for it."""
@@ -293,7 +374,9 @@ def ingest_paths(
                 seen.add(item.id)
             yield item
 
-    ingestor.ingest(tracked(), report, progress=progress, on_skip=on_skip)
+    # Counting the files first is a walk of the folders, no reading: it gives the progress bar a total.
+    files_total = len(discover_files(paths)[0]) if progress else None
+    ingestor.ingest(tracked(), report, progress=progress, on_skip=on_skip, files_total=files_total)
     if prune:
         ingestor.prune([Path(p) for p in paths], seen, report)
     ingestor.finish()

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -58,6 +59,26 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
+# tantivy's own files a reader never needs; every other file of the folder is part of the index.
+_LOCKS = (".tantivy-meta.lock", ".tantivy-writer.lock")
+_META = ("meta.json", ".managed.json")
+
+
+def _readonly_view(folder: Path) -> tempfile.TemporaryDirectory[str]:
+    """The index as a folder this process may write to: tantivy's reader takes a lock file, which a
+    store folder this user cannot write does not allow. Segment files never change once written, so
+    links to them do; the two small files that do change are copied."""
+    view = tempfile.TemporaryDirectory(prefix="newsbot-keyword-")
+    for path in folder.iterdir():
+        if path.name in _LOCKS:
+            continue
+        if path.name in _META:
+            shutil.copyfile(path, Path(view.name) / path.name)
+        else:
+            os.symlink(path, Path(view.name) / path.name)
+    return view
+
+
 def _open(root: Path, *, repair: bool = False) -> tantivy.Index | None:
     """The store's keyword index, created when missing. One built with another schema (an older
     newsbot) is None for a reader, and is thrown away for a writer, which then rebuilds it."""
@@ -69,10 +90,35 @@ def _open(root: Path, *, repair: bool = False) -> tantivy.Index | None:
         if not repair:
             log.warning("keyword index %s cannot be read (%s); the next ingest rebuilds it", folder, err)
             return None
-    log.warning("keyword index %s was built differently; rebuilding it from the store", folder)
+        # Built by another newsbot (another schema), or damaged.
+        log.warning("keyword index %s cannot be used (%s); rebuilding it from the store", folder, err)
     shutil.rmtree(folder)
     folder.mkdir()
     return tantivy.Index(_schema(), path=str(folder), reuse=True)
+
+
+def _open_reader(root: Path) -> tuple[tantivy.Index | None, tempfile.TemporaryDirectory[str] | None]:
+    """A reader's index, and the view folder it was opened from when the store is not writable here."""
+    folder = Path(root) / FOLDER
+    if (os.access(Path(root), os.W_OK) and os.access(folder, os.W_OK)) or not folder.is_dir():
+        try:
+            return _open(root), None
+        except (OSError, ValueError) as err:
+            if folder.is_dir():
+                raise
+            log.warning("keyword index %s is missing and cannot be created (%s): vectors only", folder, err)
+            return None, None
+    try:
+        view = _readonly_view(folder)
+        return tantivy.Index(_schema(), path=view.name, reuse=True), view
+    except (OSError, ValueError) as err:
+        log.warning(
+            "keyword index %s cannot be read by this user (%s): answering from the vectors alone; "
+            "fix the files' permissions, or re-ingest as the store's owner",
+            folder,
+            err,
+        )
+        return None, None
 
 
 def question_words(question: str) -> list[str]:
@@ -106,7 +152,7 @@ class KeywordSearcher:
     def __init__(self, root: Path) -> None:
         # Read before the index, so a commit landing in between makes this view look older, not newer.
         self.generation = read_generation(root)
-        index = _open(root)
+        index, self._view = _open_reader(root)
         if index is None:  # unreadable: answer from the vectors alone until an ingest rebuilds it
             index, self.generation = tantivy.Index(_schema()), None
         index.reload()
@@ -171,11 +217,20 @@ class KeywordWriter:
         if self._dirty:
             self._writer.commit()
             self._dirty = False
+            self._share_meta()
         if self.generation() != generation:
             path = self.root / FOLDER / _GENERATION
             tmp = path.with_suffix(".tmp")
             tmp.write_text(str(generation))
             os.replace(tmp, path)
+
+    def _share_meta(self) -> None:
+        """tantivy writes its meta files readable by their owner only; give them the database file's
+        mode, so whoever may read the store (a bot running as another user) may read its index too."""
+        mode = (self.root / "newsbot.sqlite").stat().st_mode & 0o666
+        for name in _META:
+            with contextlib.suppress(OSError):
+                os.chmod(self.root / FOLDER / name, mode)
 
     def catch_up(self, db: sqlite3.Connection, generation: int) -> None:
         """Bring an index left behind (or ahead) by a crash back in step with the store's passages."""

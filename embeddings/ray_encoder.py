@@ -184,6 +184,8 @@ class RayEncoder:
         self.name = local.name
         self.dim = local.dim
         self.max_tokens = local.max_tokens
+        self.identity = local.identity
+        self.tokenizer_file = local.tokenizer_file
         self._local = local
         self._model, self._backend, self._device = model, backend, device
         self._cpus_per_task = max(1, cpus_per_task)

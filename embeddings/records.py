@@ -71,6 +71,7 @@ class Citation:
     answer_start: int
     answer_end: int
     score: float = 0.0
+    passage_id: int = 0  # the stored passage's id
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ a new Searcher when the generation moves on.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +24,14 @@ from embeddings.encoder import Encoder
 from embeddings.records import Article, Chunk, Hit
 from embeddings.store import (
     ARTICLE_COLUMNS,
-    DB_NAME,
     Store,
     StoreError,
     article_from_row,
-    connect,
+    needs_migration,
+    open_readonly,
     passage_count,
     read_generation,
+    scoped_articles,
 )
 
 FUSIONS = ("rrf", "weighted", "dense", "keyword")
@@ -44,6 +47,9 @@ class SearchOptions:
     keyword_weight: float = 2.0
     # How many candidates each side brings to the fusion.
     depth: int = 50
+    # A follow-up's preferred articles (those just cited) rank their passages as a third list in the
+    # fusion, with this weight.
+    prefer_weight: float = 3.0
 
 
 def fuse(
@@ -81,11 +87,17 @@ class Searcher:
     def __init__(self, root: Path, encoder: Encoder, *, factory: str = "auto", threads: int = 1) -> None:
         self.root = Path(root)
         self.encoder = encoder
-        if not (self.root / DB_NAME).exists():
-            raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
-        # Check the model before anything else is read.
-        Store(self.root, model=encoder.name, dim=encoder.dim, create=False).close()
-        self._db = connect(self.root / DB_NAME, readonly=True)
+        # Read-only: a reader needs no write access to the store (the model is checked first).
+        self._db = open_readonly(self.root, encoder.name, encoder.dim, encoder.identity)
+        if needs_migration(self._db):
+            # A store from an older newsbot is brought up to date when this user may write it, and
+            # read as it is when not.
+            self._db.close()
+            with contextlib.suppress(StoreError):
+                Store(
+                    self.root, model=encoder.name, dim=encoder.dim, encoder=encoder.identity, create=False
+                ).close()
+            self._db = open_readonly(self.root, encoder.name, encoder.dim, encoder.identity)
         self._db.execute("BEGIN")
         self.generation = int(
             self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
@@ -95,6 +107,8 @@ class Searcher:
         self.size = passage_count(self._db)
         self.keyword = keyword.KeywordSearcher(self.root)
         self._articles: OrderedDict[str, Article] = OrderedDict()
+        # Articles shared in a Discord guild are seen only there: their ids and the guilds that shared them.
+        self.scoped = scoped_articles(self._db)
         faiss.omp_set_num_threads(threads)
 
     def close(self) -> None:
@@ -104,18 +118,34 @@ class Searcher:
     def embed_query(self, question: str) -> np.ndarray:
         return self.encoder.encode([question])[0]
 
-    def search(self, question: str, options: SearchOptions, query: np.ndarray | None = None) -> list[Hit]:
-        """The best passages for a question, at most ``per_article`` from any one article."""
+    def search(
+        self,
+        question: str,
+        options: SearchOptions,
+        query: np.ndarray | None = None,
+        *,
+        prefer: Collection[str] = (),
+        guild: int | None = None,
+    ) -> list[Hit]:
+        """The best passages for a question, at most ``per_article`` from any one article.
+
+        ``prefer``: articles whose passages rank higher (a follow-up's, just cited). ``guild``: only
+        articles that guild can see (folder and feed articles, and those shared in it); None: all.
+        """
         if query is None:
             query = self.embed_query(question)
-        dense_scores, dense_ids = self.dense.search(query, options.depth)
+        # Scoped-out passages are dropped after the fusion: reach deeper so k remain.
+        depth = options.depth * (2 if self.scoped and guild is not None else 1)
+        dense_scores, dense_ids = self.dense.search(query, depth)
         dense_by_id = dict(zip(dense_ids.tolist(), dense_scores.tolist(), strict=True))
         fused = self._fuse(question, dense_ids, dense_scores, options)
+        if prefer:
+            fused = self._prefer(fused, prefer, query, options)
         hits: list[Hit] = []
         per_article: dict[str, int] = {}
         for chunk_id, score in fused:
             chunk = self.chunk(chunk_id)
-            if chunk is None:
+            if chunk is None or not self.visible(chunk.article_id, guild):
                 continue
             if per_article.get(chunk.article_id, 0) >= options.per_article:
                 continue
@@ -127,6 +157,38 @@ class Searcher:
             if len(hits) == options.k:
                 break
         return hits
+
+    def visible(self, article_id: str, guild: int | None) -> bool:
+        if guild is None:
+            return True
+        guilds = self.scoped.get(article_id)
+        return guilds is None or guild in guilds
+
+    def _prefer(
+        self,
+        fused: list[tuple[int, float]],
+        prefer: Collection[str],
+        query: np.ndarray,
+        options: SearchOptions,
+    ) -> list[tuple[int, float]]:
+        """Add the preferred articles' passages, ranked by meaning, to the fusion as a third list."""
+        with self._lock:
+            ids = [
+                r[0]
+                for article_id in prefer
+                for r in self._db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))
+            ]
+        if not ids:
+            return fused
+        cosines = [float(np.dot(self.vector(i), query)) for i in ids]
+        ranked = [ids[i] for i in np.argsort(cosines)[::-1]]
+        scores = dict(fused)
+        # The bonus is on the scale of the fused scores: rank fusion's, or the best score of the others.
+        scale = 1.0 if options.fusion == "rrf" else (fused[0][1] if fused else 1.0) * (options.rrf_k + 1)
+        for rank, chunk_id in enumerate(ranked):
+            bonus = options.prefer_weight * scale / (options.rrf_k + rank + 1)
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + bonus
+        return sorted(scores.items(), key=lambda item: -item[1])
 
     def _fuse(
         self, question: str, dense_ids: np.ndarray, dense_scores: np.ndarray, options: SearchOptions
@@ -195,12 +257,24 @@ class Searcher:
             self._articles.popitem(last=False)
         return article
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, guild: int | None = None) -> dict[str, object]:
+        """What the store holds; with ``guild``, only what that guild can see."""
+        hidden = [a for a, guilds in self.scoped.items() if guild is not None and guild not in guilds]
+        passages = self.size
         with self._lock:
-            articles, updated = self._db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
+            if hidden:
+                marks = ", ".join("?" * len(hidden))
+                articles, updated = self._db.execute(
+                    f"SELECT COUNT(*), MAX(updated) FROM articles WHERE id NOT IN ({marks})", hidden
+                ).fetchone()
+                passages -= self._db.execute(
+                    f"SELECT COUNT(*) FROM chunks WHERE article_id IN ({marks})", hidden
+                ).fetchone()[0]
+            else:
+                articles, updated = self._db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
         return {
             "articles": articles,
-            "passages": self.size,
+            "passages": passages,
             "updated": updated,
             "model": self.encoder.name,
             "generation": self.generation,

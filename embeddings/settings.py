@@ -54,7 +54,6 @@ class Settings:
     reader: bool = False
     reader_sentences: int = 6
     reader_threshold: float = 0.5
-    reader_rerank: int = 0
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None
@@ -62,6 +61,19 @@ class Settings:
     reply_in_thread: bool = False
     cooldown_seconds: float = 5.0
     cooldown_questions: int = 3
+    connect_retry_seconds: float = 300.0
+    # conversations (follow-up questions)
+    conversation_turns: int = 4
+    conversation_minutes: float = 30.0
+    # articles shared in Discord
+    article_channels: tuple[int, ...] = ()
+    allow_private_urls: bool = False
+    trusted_url_hosts: tuple[str, ...] = ()
+    fetch_max_mb: float = 5.0
+    fetch_timeout_seconds: float = 15.0
+    share_user_limit: int = 5
+    share_guild_limit: int = 30
+    share_window_seconds: float = 60.0
     # arrivals
     article_dirs: tuple[str, ...] = ()
     feeds: tuple[str, ...] = ()
@@ -71,6 +83,12 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def default_store(self) -> bool:
+        """Whether the store is the default one, the only store created on first use: one named
+        elsewhere (--store, NEWSBOT_STORE, the settings file) that does not exist is most likely a typo."""
+        return Path(self.store) == Settings.store
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

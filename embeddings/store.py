@@ -51,10 +51,30 @@ CREATE INDEX IF NOT EXISTS chunks_generation ON chunks (generation);
 -- Passages removed since the oldest saved FAISS file, and the generation that removed them.
 CREATE TABLE IF NOT EXISTS removed (id INTEGER NOT NULL, generation INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_generation ON removed (generation);
+-- A checksum of each saved FAISS file: a file that no longer matches is rebuilt from the vectors here.
+CREATE TABLE IF NOT EXISTS index_files (
+    generation INTEGER PRIMARY KEY, size INTEGER NOT NULL, sha256 TEXT NOT NULL
+);
 """
 
+# Each source keeps the title and byline it was seen with: when the source an article was cited by
+# leaves it (edited or deleted), the article is cited by one that still holds it.
+SOURCE_FIELDS = ("title", "author", "published", "source", "url")
+
+# Columns and tables added since the first schema, applied to older stores when they are opened for
+# writing (readers cope with their absence).
+MIGRATIONS = (
+    # The Discord guild an item was shared in (0: a folder or feed, seen everywhere).
+    ("sources", "guild", "ALTER TABLE sources ADD COLUMN guild INTEGER NOT NULL DEFAULT 0"),
+    *(("sources", c, f"ALTER TABLE sources ADD COLUMN {c} TEXT") for c in SOURCE_FIELDS),
+)
+
+# Items shared in a Discord guild have ids "guild:<guild id>:<url or attachment>".
+SHARED_PREFIX = "guild:"
 
 DB_NAME = "newsbot.sqlite"
+# meta key of an unfinished `newsbot reembed`: "<target encoder identity>\t<last passage id done>".
+REEMBED_KEY = "reembed"
 LOCK_NAME = "write.lock"
 
 
@@ -87,14 +107,138 @@ class Delta:
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    check_database_file(path)
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA busy_timeout = 30000")
-    if not readonly:
+    if readonly:
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL database whose -shm file this user cannot create (a read-only folder, no writer
+            # running): SQLite can only read it as an immutable file, which is what it is for us.
+            conn.close()
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro&immutable=1",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=30,
+            )
+    else:
         # WAL lets the bot read a consistent snapshot while an ingest writes.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def check_database_file(path: Path) -> None:
+    """A zero-byte database is a lost one (truncated, or a copy that failed), not an empty store."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_size == 0:
+            raise StoreError(
+                f"{path} is empty (0 bytes): the store's database was truncated or never written; "
+                "restore it from a backup, or delete it and ingest the articles again"
+            )
+
+
+def damaged(root: Path, err: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error for a database SQLite finds damaged (or that is no database at all)."""
+    return StoreError(
+        f"the store's database {Path(root) / DB_NAME} is damaged ({err}): restore it from a backup, "
+        "or ingest the articles into a new --store"
+    )
+
+
+def not_writable(root: Path, err: OSError | sqlite3.Error) -> StoreError:
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        reason = (err.strerror or str(err)).lower()
+    else:
+        where, reason = f" ({Path(root) / DB_NAME}: {err})", "permission denied"
+    return StoreError(
+        f"cannot write to store {root}: {reason}{where}; run as a user who may write there, "
+        "or pass another --store"
+    )
+
+
+def write_failed(root: Path, err: sqlite3.Error | OSError) -> StoreError:
+    """The one-line error for a write that failed part-way: the transaction rolled back, so what was
+    stored before is unchanged. A full disk (or a file-size limit) is the usual cause."""
+    if isinstance(err, PermissionError) or "readonly" in str(err):
+        return not_writable(root, err)
+    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+        return damaged(root, err)
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return StoreError(
+        f"writing to store {root} failed ({reason}): is the disk full, or a file-size limit reached? "
+        "Free some space and ingest again; what was stored before is unchanged"
+    )
+
+
+def check_model(db: sqlite3.Connection, root: Path, model: str, dim: int, encoder: str | None = None) -> bool:
+    """Whether the store records a model; a clear error when it is another one than the settings', or
+    when the store records an ``encoder`` (``Encoder.identity``) other than the given one."""
+    stored = dict(
+        db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim', 'encoder')").fetchall()
+    )
+    if not stored:
+        return False
+    if stored.get("model") != model or int(stored.get("dim", 0)) != dim:
+        raise StoreError(
+            f"store {root} was built with model {stored.get('model')!r} ({stored.get('dim')} dims), "
+            f"but the settings ask for {model!r} ({dim} dims): use that model, "
+            "or another --store for this one"
+        )
+    if encoder is not None and stored.get("encoder", encoder) != encoder:
+        raise StoreError(
+            f"store {root} was embedded by {stored['encoder']!r}, but the settings' encoder is "
+            f"{encoder!r}: run `newsbot reembed` to re-embed it with this one, "
+            "or go back to the settings that built it"
+        )
+    return True
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Add what later versions added to an existing store; a no-op on an up-to-date one."""
+    for table, column, statement in MIGRATIONS:
+        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(statement)
+    # Few items are shared in guilds: this finds them without reading every source.
+    db.execute("CREATE INDEX IF NOT EXISTS sources_guild ON sources (guild) WHERE guild > 0")
+
+
+def needs_migration(db: sqlite3.Connection) -> bool:
+    """Whether a store lacks columns this newsbot adds (read-only: a reader asks before migrating)."""
+    return any(
+        column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for table, column, _ in MIGRATIONS
+    )
+
+
+def shared_item_id(guild: int, key: str) -> str:
+    """The source item id of something shared in a guild (a link, an attachment)."""
+    return f"{SHARED_PREFIX}{guild}:{key}"
+
+
+def guild_of_item(item_id: str) -> int:
+    """The guild an item was shared in; 0 for folders and feeds."""
+    if not item_id.startswith(SHARED_PREFIX):
+        return 0
+    head = item_id[len(SHARED_PREFIX) :].partition(":")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def scoped_articles(db: sqlite3.Connection) -> dict[str, frozenset[int]]:
+    """Articles only guilds can see (every source of theirs was shared in a guild), and which guilds."""
+    if "guild" not in {r[1] for r in db.execute("PRAGMA table_info(sources)")}:
+        return {}  # a store from before sharing, opened read-only (a writer adds the column)
+    rows = db.execute(
+        "SELECT article_id, group_concat(guild) FROM sources "
+        "WHERE article_id IN (SELECT article_id FROM sources WHERE guild > 0) "
+        "GROUP BY article_id HAVING MIN(guild) > 0"
+    ).fetchall()
+    return {article_id: frozenset(int(g) for g in guilds.split(",")) for article_id, guilds in rows}
 
 
 def article_from_row(row: Sequence) -> Article:
@@ -116,10 +260,16 @@ ARTICLE_COLUMNS = "id, title, author, published, source, url, text, content_hash
 class Store:
     """One store directory. Reading is always allowed; writing needs :meth:`writer`."""
 
-    def __init__(self, root: Path, *, model: str, dim: int, create: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, model: str, dim: int, encoder: str | None = None, create: bool = True
+    ) -> None:
+        """``encoder`` is the identity of the encoder that will embed questions or passages for this
+        store (``Encoder.identity``): a store embedded by another is refused. None skips that check
+        (``newsbot reembed``, which replaces the vectors)."""
         self.root = Path(root)
         self.model = model
         self.dim = dim
+        self.encoder = encoder
         db = self.root / DB_NAME
         if not db.exists() and not create:
             raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
@@ -127,13 +277,20 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
+            migrate(self.db)
         except sqlite3.OperationalError as err:
+            if "readonly" in str(err) or "unable to open" in str(err):
+                raise not_writable(self.root, err) from None
             if "no such column" not in str(err):
                 raise StoreError(f"cannot open store {self.root}: {err}") from None
             raise StoreError(
                 f"store {self.root} was made by an older newsbot whose tables this one cannot read: "
                 "ingest the articles into a new --store"
             ) from None
+        except sqlite3.DatabaseError as err:
+            raise damaged(self.root, err) from None
+        except PermissionError as err:
+            raise not_writable(self.root, err) from None
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open store {self.root}: {err}") from None
         self._check_model()
@@ -141,20 +298,22 @@ class Store:
 
     # -- identity ---------------------------------------------------------------------------
     def _check_model(self) -> None:
-        stored = dict(self.db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'dim')").fetchall())
-        if not stored:
+        if not check_model(self.db, self.root, self.model, self.dim, self.encoder):
             with self.transaction():
                 self.db.executemany(
                     "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                     [("model", self.model), ("dim", str(self.dim)), ("generation", "0")],
                 )
-            return
-        if stored.get("model") != self.model or int(stored.get("dim", 0)) != self.dim:
-            raise StoreError(
-                f"store {self.root} was built with model {stored.get('model')!r} ({stored.get('dim')} dims), "
-                f"but the settings ask for {self.model!r} ({self.dim} dims): use that model, "
-                "or another --store for this one"
-            )
+        if self.encoder is not None and "encoder" not in self.meta("encoder"):
+            # New, or from a newsbot that did not record its encoder: every such store was embedded by
+            # the int8 file now shipped (byte for byte what was exported at first use) or by torch,
+            # whose vectors it matches to a cosine of 0.99, so the current encoder is taken as its own.
+            with self.transaction():
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('encoder', ?)", (self.encoder,))
+
+    def meta(self, *keys: str) -> dict[str, str]:
+        marks = ", ".join("?" * len(keys))
+        return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys).fetchall())
 
     @property
     def generation(self) -> int:
@@ -165,7 +324,10 @@ class Store:
     @contextlib.contextmanager
     def writer(self, wait: float = 0.0) -> Iterator[Store]:
         """Hold the store's single-writer lock; wait up to ``wait`` seconds for another writer."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError as err:
+            raise not_writable(self.root, err) from None
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -184,12 +346,23 @@ class Store:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_file = fd
         try:
+            self._check_no_reembed()
             yield self
         finally:
             self._lock_file = None
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _check_no_reembed(self) -> None:
+        """A reembed left unfinished must be finished before the old encoder writes again: its progress
+        is a position in passage-id order, which passages written meanwhile would fall behind."""
+        target = self.meta(REEMBED_KEY).get(REEMBED_KEY, "").split("\t")[0]
+        if self.encoder is not None and target and target != self.encoder:
+            raise StoreError(
+                f"store {self.root} is half re-embedded to {target!r}: run `newsbot reembed` with the "
+                "settings that started it to finish"
+            )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -286,16 +459,42 @@ class Store:
             )
             delta.added_texts.extend((c.id, passage_text(item.title, c.text)) for c in pending.chunks)
         db.execute(
-            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash) VALUES (?, ?, ?, ?)",
-            (item.id, target, pending.origin, item.content_hash),
+            "INSERT OR REPLACE INTO sources (item, article_id, origin, content_hash, guild, "
+            "title, author, published, source, url) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.id,
+                target,
+                pending.origin,
+                item.content_hash,
+                guild_of_item(item.id),
+                item.title,
+                item.author,
+                item.published,
+                item.source,
+                item.url,
+            ),
         )
         if previous is not None and previous != target:
             self._collect(db, previous, delta)
 
     def _collect(self, db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
-        """Delete an article that no source refers to any more."""
-        if db.execute("SELECT 1 FROM sources WHERE article_id = ?", (article_id,)).fetchone() is None:
+        """Delete an article that no source refers to any more; one whose cited source left it (an
+        edited or deleted copy of a story others still hold) is cited by a remaining source instead."""
+        row = db.execute(
+            "SELECT s.item, COALESCE(s.title, a.title), COALESCE(s.author, a.author), "
+            "COALESCE(s.published, a.published), COALESCE(s.source, s.item), COALESCE(s.url, '') "
+            "FROM sources s JOIN articles a ON a.id = s.article_id WHERE s.article_id = ? "
+            "ORDER BY (COALESCE(s.source, s.item) = a.source) DESC, s.item LIMIT 1",
+            (article_id,),
+        ).fetchone()
+        if row is None:
             self._delete_article(db, article_id, delta)
+            return
+        db.execute(
+            "UPDATE articles SET title = ?, author = ?, published = ?, source = ?, url = ? "
+            "WHERE id = ? AND source != ?",
+            (*row[1:], article_id, row[4]),
+        )
 
     @staticmethod
     def _delete_article(db: sqlite3.Connection, article_id: str, delta: Delta) -> None:
@@ -336,21 +535,46 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
-        db = self.db
-        articles = db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
-        return {
-            "store": str(self.root),
-            "articles": articles[0],
-            "sources": db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
-            "passages": passage_count(db),
-            "model": self.model,
-            "dim": self.dim,
-            "generation": self.generation,
-            "updated": articles[1],
-        }
+        return read_stats(self.db, self.root)
 
     def close(self) -> None:
         self.db.close()
+
+
+def read_stats(db: sqlite3.Connection, root: Path) -> dict[str, object]:
+    """What a store holds; ``updated`` is when an article last changed, in seconds since the epoch."""
+    articles = db.execute("SELECT COUNT(*), MAX(updated) FROM articles").fetchone()
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    return {
+        "store": str(root),
+        "articles": articles[0],
+        "sources": db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
+        "passages": passage_count(db),
+        "model": meta.get("model"),
+        "dim": int(meta.get("dim", 0)),
+        "encoder": meta.get("encoder"),
+        "generation": int(meta.get("generation", 0)),
+        "updated": articles[1],
+    }
+
+
+def open_readonly(
+    root: Path, model: str | None, dim: int | None, encoder: str | None = None
+) -> sqlite3.Connection:
+    """A read-only connection to an existing store made with this model (any, when None) and, when
+    given, embedded by this encoder; reading needs no write access."""
+    path = Path(root) / DB_NAME
+    if not path.exists():
+        raise StoreError(f"no store at {root}: run `newsbot ingest PATH` first")
+    try:
+        db = connect(path, readonly=True)
+        if model is not None and dim is not None:
+            check_model(db, root, model, dim, encoder)
+        else:
+            db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise damaged(root, err) from None
+    return db
 
 
 def passage_text(title: str, passage: str) -> str:
@@ -406,6 +630,35 @@ def removed_since(db: sqlite3.Connection, since: int) -> np.ndarray:
     """Ids of passages removed (or replaced) after generation ``since``."""
     rows = db.execute("SELECT DISTINCT id FROM removed WHERE generation > ?", (since,)).fetchall()
     return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def record_index_checksum(db: sqlite3.Connection, generation: int, size: int, sha256: str) -> None:
+    """Remember a FAISS file's size and checksum (before it is put in place), forgetting files gone."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("INSERT OR REPLACE INTO index_files VALUES (?, ?, ?)", (generation, size, sha256))
+        db.execute(
+            "DELETE FROM index_files WHERE generation < (SELECT MIN(generation) FROM (SELECT "
+            "generation FROM index_files ORDER BY generation DESC LIMIT 3))"
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def read_index_checksums(root: Path) -> dict[int, tuple[int, str]]:
+    """Generation -> (size, sha256) of the saved FAISS files, read afresh: a reader's snapshot may
+    predate the row of a file saved just after it. A store from before checksums has none."""
+    path = Path(root) / DB_NAME
+    conn = connect(path, readonly=True)
+    try:
+        rows = conn.execute("SELECT generation, size, sha256 FROM index_files").fetchall()
+    except sqlite3.OperationalError:  # no such table: written by an older newsbot, opened read-only
+        return {}
+    finally:
+        conn.close()
+    return {int(g): (int(size), str(digest)) for g, size, digest in rows}
 
 
 def passage_count(db: sqlite3.Connection) -> int:

@@ -44,6 +44,7 @@ __all__ = [
     "FakeDiscord",
     "FakeInteraction",
     "FakeUser",
+    "Fault",
     "GatewayConnection",
     "Heartbeat",
     "Record",
@@ -248,6 +249,55 @@ class Rejection:
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} -> {self.status} {json.dumps(self.error)}"
+
+
+# Discord's JSON error code and message for the statuses tests inject most (any status can be given).
+_FAULT_DEFAULTS: dict[int, tuple[int, str]] = {
+    400: (50035, "Invalid Form Body"),
+    401: (0, "401: Unauthorized"),
+    403: (50013, "Missing Permissions"),
+    404: (10062, "Unknown interaction"),
+    429: (0, "You are being rate limited."),
+    500: (0, "500: Internal Server Error"),
+    502: (0, "502: Bad Gateway"),
+    503: (0, "503: Service Unavailable"),
+}
+
+
+@dataclass
+class Fault:
+    """An injected failure: requests whose method and path (without ``/api/v10``) match get ``status``.
+
+    ``times`` is how many requests fail (None: all until ``FakeDiscord.clear_faults``); ``hits`` counts
+    them. A 429 carries ``retry_after`` in its body and Retry-After header, as Discord's do.
+    """
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    code: int
+    message: str
+    times: int | None = 1
+    retry_after: float = 0.5
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (
+            (self.times is None or self.hits < self.times)
+            and self.method in ("*", method)
+            and self.path.fullmatch(path) is not None
+        )
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        headers = {"Content-Type": "application/json"}
+        if self.status == 429:
+            body.update(retry_after=self.retry_after, **{"global": False})
+            # discord.py takes a 429 without Via for a Cloudflare ban and does not retry it.
+            headers.update(
+                {"Retry-After": str(self.retry_after), "X-RateLimit-Scope": "user", "Via": "1.1 google"}
+            )
+        return web.Response(status=self.status, body=json.dumps(body).encode(), headers=headers)
 
 
 @dataclass
@@ -562,8 +612,15 @@ class FakeDiscord:
         }
 
         self.messages: dict[int, dict[str, Any]] = {}
+        # Uploaded attachments' bytes by attachment id, and the ids downloaded from the CDN route.
+        self.files: dict[int, bytes] = {}
+        self.attachment_downloads: list[int] = []
         self.records: list[Record] = []
         self.rejections: list[Rejection] = []
+        # Failures tests asked for (see ``fail``), and the requests they failed: not ``problems``.
+        self.faults: list[Fault] = []
+        self.injected: list[Rejection] = []
+        self._gateway_down_until = 0.0
         # Requests the fake could not serve (unknown routes, its own errors): a gap in the fake or a bot bug.
         self.unhandled: list[str] = []
         self.heartbeats: list[Heartbeat] = []
@@ -591,6 +648,7 @@ class FakeDiscord:
     async def start(self) -> None:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{attachment_id:\\d+}/{filename}", self._get_attachment)
         for method, path, handler in self._routes():
             app.router.add_route(method, API_PREFIX + path, handler)
         # stop() closes the websockets itself, so nothing is worth the default minute of shutdown grace.
@@ -676,11 +734,13 @@ class FakeDiscord:
         channel_id: int | None = None,
         reply_to: int | None = None,
         mentions: Sequence[FakeUser] | None = None,
+        attachments: Mapping[str, bytes] | None = None,
     ) -> int:
         """Dispatch MESSAGE_CREATE for a member's message; returns its id.
 
         ``mentions`` defaults to the members ``<@id>``-mentioned in ``content`` (as Discord parses them).
         Without the MESSAGE_CONTENT intent the bot gets empty content unless it is mentioned, as on Discord.
+        ``attachments`` (file name -> bytes) are uploaded with it and served from this server's CDN route.
         """
         self._live_session()
         channel_id = channel_id or self.channel_id
@@ -692,6 +752,9 @@ class FakeDiscord:
                 raise ValueError(f"unknown message {reply_to}")
             body["message_reference"] = {"message_id": str(reply_to), "channel_id": str(channel_id)}
         message = self._store_new_message(channel_id, author or self.user, body, mentions=mentions)
+        for name, data in (attachments or {}).items():
+            attachment = self._attachment(name, data)
+            message["attachments"].append(attachment)
         await self._dispatch_message("MESSAGE_CREATE", message)
         return int(message["id"])
 
@@ -749,6 +812,50 @@ class FakeDiscord:
         return await self._dispatch_interaction(
             _COMPONENT_INTERACTION, data, user=user, channel_id=int(message["channel_id"]), message=message
         )
+
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        times: int | None = 1,
+        code: int | None = None,
+        message: str | None = None,
+        retry_after: float = 0.5,
+    ) -> Fault:
+        """Answer matching requests with ``status`` and a Discord-style error body instead of serving them.
+
+        ``path`` is a regular expression for the whole path after ``/api/v10`` (``/channels/\\d+/messages``),
+        ``method`` an HTTP method or ``*``. The first matching fault applies; see :class:`Fault`.
+        """
+        default_code, default_message = _FAULT_DEFAULTS.get(status, (0, f"{status}: injected"))
+        fault = Fault(
+            method.upper(),
+            re.compile(path),
+            status,
+            default_code if code is None else code,
+            default_message if message is None else message,
+            times,
+            retry_after,
+        )
+        self.faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    async def drop_gateway(self, seconds: float) -> None:
+        """A gateway outage: close the live connection (code 1011, as on a server error) and refuse new
+        ones (HTTP 503 to the websocket upgrade) for ``seconds``."""
+        self._gateway_down_until = time.monotonic() + seconds
+        for connection in self.connections:
+            if connection.open:
+                await connection.close(1011, "gateway outage (injected)")
+
+    @property
+    def gateway_down(self) -> bool:
+        return time.monotonic() < self._gateway_down_until
 
     async def reconnect_gateway(self) -> None:
         """Ask the client to reconnect (op 7), as Discord does before maintenance; it should RESUME."""
@@ -1050,10 +1157,26 @@ class FakeDiscord:
             channel["total_message_sent"] += 1
         return message
 
-    def _attachment(self, filename: str) -> dict[str, Any]:
+    def _attachment(self, filename: str, data: bytes = b"") -> dict[str, Any]:
         attachment_id = self._ids.next()
         url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{filename}"
-        return {"id": str(attachment_id), "filename": filename, "size": 0, "url": url, "proxy_url": url}
+        self.files[attachment_id] = data
+        # Discord's CDN links carry a signature that expires; clients must not rely on the query.
+        signed = f"{url}?ex=0&is=0&hm={secrets.token_hex(8)}"
+        return {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": signed,
+            "proxy_url": signed,
+        }
+
+    async def _get_attachment(self, request: web.Request) -> web.Response:
+        data = self.files.get(int(request.match_info["attachment_id"]))
+        if data is None:
+            raise web.HTTPNotFound()
+        self.attachment_downloads.append(int(request.match_info["attachment_id"]))
+        return web.Response(body=data, content_type="application/octet-stream")
 
     def _edit_message(self, message: dict[str, Any], body: Mapping[str, Any], files: Sequence[str]) -> None:
         """Apply an edit's partial body, then check the result is still a sendable message."""
@@ -1242,7 +1365,9 @@ class FakeDiscord:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await session.connection.send(frame)
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_down:
+            return web.Response(status=503, text="gateway outage (injected)")
         ws = web.WebSocketResponse(timeout=2.0, max_msg_size=0)
         await ws.prepare(request)
         connection = GatewayConnection(
@@ -1399,6 +1524,22 @@ class FakeDiscord:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
         path = request.path.removeprefix(API_PREFIX)
+        fault = next((f for f in self.faults if f.matches(request.method, path)), None)
+        if fault is not None and request.path.startswith(API_PREFIX):
+            fault.hits += 1
+            body = await request.read() if request.can_read_body else b""
+            self.injected.append(
+                Rejection(
+                    time.monotonic(),
+                    request.method,
+                    path,
+                    fault.status,
+                    {"code": fault.code, "message": fault.message},
+                    body.decode("utf-8", "replace"),
+                )
+            )
+            self._notify()
+            return fault.response()
         try:
             # Interaction callbacks and follow-ups authenticate with the interaction token, not the bot's.
             needs_auth = request.path.startswith(API_PREFIX) and not path.startswith(

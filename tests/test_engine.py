@@ -27,11 +27,13 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 def test_demo_question_names_china_and_russia_and_cites_the_seed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No store yet: `ask` indexes the sample article first, as on a fresh clone.
-    code, out, _ = run_cli(capsys, "--store", str(tmp_path / "s"), "ask", "Who opposed the ABM amendment?")
-    assert code == 0
+    # No store yet: `ask` indexes the sample article into the default store first, as on a fresh clone.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSBOT_STORE", raising=False)
+    code, out, err = run_cli(capsys, "ask", "Who opposed the ABM amendment?")
+    assert code == 0 and "indexed the sample article into data/store" in err
     answer_line = next(line for line in out.splitlines() if line.startswith("A:"))
     assert "China and Russia" in answer_line and "[1]" in answer_line
     assert '[1] "Russia, China to Discuss US Missile Plan", Patrick Goodenough, July 7, 2008' in out
@@ -40,6 +42,7 @@ def test_demo_question_names_china_and_russia_and_cites_the_seed(
 
 def test_ask_json_has_the_promised_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = str(tmp_path / "s")
+    assert run_cli(capsys, "--store", store, "ingest", "-q", str(SEED))[0] == 0
     code, out, _ = run_cli(capsys, "--store", store, "ask", "--json", "Who opposed the ABM amendment?")
     assert code == 0
     result = json.loads(out)
@@ -92,11 +95,15 @@ def test_bad_files_are_skipped_with_one_line_each_and_nothing_stored_is_lost(
         '{"id": "a", "title": "A", "text": "Fine story about budgets."}\n{not json\n'
     )
     (bad / "empty_folder").mkdir()
+    # A named path that does not exist is a typo: nothing is ingested (exit 2).
     code, out, err = run_cli(capsys, "--store", store, "ingest", "-q", str(bad), str(tmp_path / "missing"))
-    assert code == 0
+    assert code == 2 and err.count("\n") == 1 and "no such file or folder" in err and "missing" in err
+    # Some inputs skipped, the rest stored: exit 1.
+    code, out, err = run_cli(capsys, "--store", store, "ingest", "-q", str(bad))
+    assert code == 1
     warnings = [line for line in err.splitlines() if line.startswith("warning: skipped")]
-    assert len(warnings) == 5, err
-    for name in ("empty.txt", "binary.txt", "latin1.txt", "broken.jsonl#2: line 2: invalid JSON", "missing"):
+    assert len(warnings) == 4, err
+    for name in ("empty.txt", "binary.txt", "latin1.txt", "broken.jsonl#2: line 2: invalid JSON"):
         assert any(name in w for w in warnings), (name, warnings)
     assert "1 added" in out  # the good JSON line
     code, out, _ = run_cli(capsys, "--store", store, "ask", "--json", "Who opposed the ABM amendment?")

@@ -1,8 +1,9 @@
-"""OnnxEncoder against TorchEncoder: same tokens, same vectors (fp32) or nearly (int8), and a cache that
-is built from scratch once, reused, repaired and shared safely between concurrent exporters.
+"""OnnxEncoder against TorchEncoder: same tokens, same vectors (fp32) or nearly (int8); the shipped int8
+file is what the export recipe makes from the weights; and the fp32 cache is built from scratch once,
+reused, repaired and shared safely between concurrent exporters.
 
-The ONNX files are exported once per test session into a temporary cache (not ~/.cache), which is
-what proves the export path works on a clean machine; the other tests reuse them.
+The fp32 file is exported once per test session into a temporary cache (not ~/.cache), which is
+what proves the export path works on a clean machine; the other tests reuse it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import embeddings.onnx_encoder as onnx_encoder
-from embeddings.encoder import Encoder, load_encoder, model_path
-from embeddings.onnx_encoder import OnnxEncoder, cache_folder, ensure_exported
+import embeddings.onnx_export as onnx_export
+from embeddings import onnx_model
+from embeddings.encoder import Encoder, EncoderError, load_encoder, model_path
+from embeddings.onnx_encoder import OnnxEncoder
+from embeddings.onnx_export import cache_folder, ensure_exported
 
 REPO = Path(__file__).resolve().parent.parent
 # The upstream all-MiniLM-L6-v2 weights' sha256 starts so (see shared/NOTES.md).
@@ -88,9 +91,16 @@ def fp32(cache: Path) -> OnnxEncoder:
 
 
 @pytest.fixture(scope="module")
-def int8(cache: Path, fp32: OnnxEncoder) -> OnnxEncoder:
-    # Depends on fp32 so the export order is fixed: fp32 exports, int8 then quantises that file.
-    return OnnxEncoder(quantized=True, cache_dir=cache)
+def int8() -> OnnxEncoder:
+    """The default: the file shipped in models/minilm/."""
+    return OnnxEncoder()
+
+
+@pytest.fixture(scope="module")
+def exported_int8(cache: Path, fp32: OnnxEncoder) -> OnnxEncoder:
+    """int8 quantised here from the weights, as a model folder of one's own is (the weights' folder
+    given as a path): the recipe scripts/export_encoder.py ran to build the shipped file."""
+    return OnnxEncoder(str(model_path("all-MiniLM-L6-v2")), quantized=True, cache_dir=cache)
 
 
 @pytest.fixture(scope="module")
@@ -104,28 +114,58 @@ def test_attributes_match_torch(fp32: OnnxEncoder, int8: OnnxEncoder, torch_enco
         assert torch_encoder.max_tokens == 256
 
 
-def test_export_from_scratch_lays_out_the_cache(cache: Path, fp32: OnnxEncoder, int8: OnnxEncoder) -> None:
+def test_shipped_file_is_the_export_of_the_weights(int8: OnnxEncoder, exported_int8: OnnxEncoder) -> None:
+    """models/minilm/model_int8.onnx is byte for byte what the recipe makes from the upstream weights
+    (with the pinned torch and onnxruntime), so its vectors are those newsbot made before it shipped
+    the file, and stores built then keep working."""
+    assert int8.onnx_path == onnx_model.models_root() / "minilm" / "model_int8.onnx"
+    assert exported_int8.onnx_path.read_bytes() == int8.onnx_path.read_bytes()
+    assert int8.identity == f"all-MiniLM-L6-v2 int8 onnx-sha256:{exported_int8.identity.rsplit(':')[-1]}"
+    np.testing.assert_array_equal(int8.encode(SENTENCES), exported_int8.encode(SENTENCES))
+    manifest = onnx_model.read_manifest(onnx_model.model_dir("minilm"))
+    assert manifest["source"]["weights_sha256"].startswith(WEIGHTS_HASH)
+
+
+def test_a_damaged_model_file_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(onnx_model.model_dir("minilm"), models / "minilm")
+    onnx = models / "minilm" / "model_int8.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped bit in the weights: the file still loads, but is wrong
+    onnx.write_bytes(bytes(data))
+    monkeypatch.setattr(onnx_model, "models_root", lambda: models)
+    with pytest.raises(EncoderError, match=r"model_int8.onnx is damaged .*restore it") as err:
+        OnnxEncoder()
+    assert "\n" not in str(err.value)
+    onnx.unlink()
+    with pytest.raises(EncoderError, match=r"cannot read model file .*model_int8.onnx"):
+        OnnxEncoder()
+
+
+def test_export_from_scratch_lays_out_the_cache(
+    cache: Path, fp32: OnnxEncoder, exported_int8: OnnxEncoder
+) -> None:
     folder = cache / f"model-{WEIGHTS_HASH}"
     assert fp32.onnx_path == folder / "model.onnx"
-    assert int8.onnx_path == folder / "model_int8.onnx"
+    assert exported_int8.onnx_path == folder / "model_int8.onnx"
     # int8 is about a quarter of fp32; no temp files are left behind.
-    assert int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 3
+    assert exported_int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 3
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "model.onnx", "model_int8.onnx"]
 
 
 def test_env_var_selects_cache_and_reuses_export(
-    cache: Path, int8: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
+    cache: Path, fp32: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(cache))
-    before = int8.onnx_path.stat().st_mtime_ns
+    monkeypatch.setenv(onnx_export.CACHE_ENV, str(cache))
+    before = fp32.onnx_path.stat().st_mtime_ns
 
     def no_export(*args: object) -> None:
         raise AssertionError("a cached, current export must not be redone")
 
-    monkeypatch.setattr(onnx_encoder, "_export_fp32", no_export)
-    monkeypatch.setattr(onnx_encoder, "_quantize", no_export)
-    again = OnnxEncoder()
-    assert again.onnx_path == int8.onnx_path
+    monkeypatch.setattr(onnx_export, "_export_fp32", no_export)
+    monkeypatch.setattr(onnx_export, "_quantize", no_export)
+    again = OnnxEncoder(quantized=False)
+    assert again.onnx_path == fp32.onnx_path
     assert again.onnx_path.stat().st_mtime_ns == before
 
 
@@ -219,17 +259,15 @@ def test_concurrent_encode_is_safe(int8: OnnxEncoder) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
-def test_exact_int8_kernels_give_the_same_vectors(
-    cache: Path, int8: OnnxEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_exact_int8_kernels_give_the_same_vectors(int8: OnnxEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
     """x86 CPUs without VNNI run int8 on onnxruntime's U8U8 kernels (session.x64quantprecision), so a
     saturating U8S8 multiply cannot distort the vectors; those kernels must agree with the default ones."""
-    monkeypatch.setenv(onnx_encoder.X64_PRECISION_ENV, "1")
-    assert onnx_encoder.needs_x64_precision()
-    exact = OnnxEncoder(quantized=True, cache_dir=cache)
+    monkeypatch.setenv(onnx_model.X64_PRECISION_ENV, "1")
+    assert onnx_model.needs_x64_precision()
+    exact = OnnxEncoder()
     assert _cosines(exact.encode(SENTENCES), int8.encode(SENTENCES)).min() >= 0.9999
-    monkeypatch.setenv(onnx_encoder.X64_PRECISION_ENV, "0")
-    assert not onnx_encoder.needs_x64_precision()
+    monkeypatch.setenv(onnx_model.X64_PRECISION_ENV, "0")
+    assert not onnx_model.needs_x64_precision()
 
 
 def test_concurrent_exporters_export_once(
@@ -250,7 +288,7 @@ def test_concurrent_exporters_export_once(
         shutil.copyfile(fp32.onnx_path, tmp)
         os.replace(tmp, target)
 
-    monkeypatch.setattr(onnx_encoder, "_export_fp32", slow_export)
+    monkeypatch.setattr(onnx_export, "_export_fp32", slow_export)
     model_dir = model_path("all-MiniLM-L6-v2")
     paths: list[Path] = []
     threads = [
@@ -272,19 +310,19 @@ def test_stale_recipe_is_exported_again(
     folder = tmp_path / "model-y"
     folder.mkdir()
     shutil.copyfile(fp32.onnx_path, folder / "model.onnx")
-    assert onnx_encoder._recipe_of(folder / "model.onnx") == onnx_encoder._RECIPE
-    monkeypatch.setattr(onnx_encoder, "_RECIPE", onnx_encoder._RECIPE + " changed")
+    assert onnx_export._recipe_of(folder / "model.onnx") == onnx_export._RECIPE
+    monkeypatch.setattr(onnx_export, "_RECIPE", onnx_export._RECIPE + " changed")
     exported: list[Path] = []
-    monkeypatch.setattr(onnx_encoder, "_export_fp32", lambda model_dir, target, h: exported.append(target))
+    monkeypatch.setattr(onnx_export, "_export_fp32", lambda model_dir, target, h: exported.append(target))
     ensure_exported(model_path("all-MiniLM-L6-v2"), folder, quantized=False)
     assert exported == [folder / "model.onnx"]
 
 
 def test_cache_folder_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     model_dir = model_path("all-MiniLM-L6-v2")
-    monkeypatch.delenv(onnx_encoder.CACHE_ENV, raising=False)
+    monkeypatch.delenv(onnx_export.CACHE_ENV, raising=False)
     home = Path("~/.cache/newsbot/onnx").expanduser()
     assert cache_folder(model_dir) == home / f"{model_dir.name}-{WEIGHTS_HASH}"
-    monkeypatch.setenv(onnx_encoder.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(onnx_export.CACHE_ENV, str(tmp_path))
     assert cache_folder(model_dir) == tmp_path / f"{model_dir.name}-{WEIGHTS_HASH}"
     assert cache_folder(model_dir, tmp_path / "explicit").parent == tmp_path / "explicit"
