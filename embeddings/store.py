@@ -142,6 +142,24 @@ def check_database_file(path: Path) -> None:
             )
 
 
+def create_database(path: Path) -> None:
+    """Create the database beside its place, then link it in whole: a process opening the store at the
+    same moment sees either no file or one with its tables, never the empty file SQLite starts with
+    (which :func:`check_database_file` rightly refuses)."""
+    partial = path.with_name(f"{path.name}.new-{os.getpid()}")
+    conn = connect(partial)
+    try:
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass  # another process created it first; theirs is as good
+    finally:
+        partial.unlink()
+
+
 def damaged(root: Path, err: sqlite3.DatabaseError) -> StoreError:
     """The one-line error for a database SQLite finds damaged (or that is no database at all)."""
     return StoreError(
@@ -275,6 +293,8 @@ class Store:
             raise StoreError(f"no store at {self.root}: run `newsbot ingest PATH` first")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            if not db.exists():
+                create_database(db)
             self.db = connect(db)
             self.db.executescript(SCHEMA)
             migrate(self.db)
