@@ -58,9 +58,10 @@ class AnswerOptions:
     reader_feature_weight: float = 4.0
     # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
     reader_threshold: float = 0.5
-    # Passages after the first are cited only when the reader gives one of their sentences at least
-    # this probability of answering; without the reader, when one of their sentences scores at
-    # least this share of the quoted sentence's score (not tuned: see docs/quality.md).
+    # Passages after the first are cited only when they hold at least this share of the question's
+    # rare wording that the quoted passage holds, and the reader gives one of their sentences at
+    # least ``support`` probability of answering or (without the reader) one of their sentences
+    # scores at least this share of the quoted sentence's score (not tuned: see docs/quality.md).
     support: float = 0.5
     support_ratio: float = 0.8
 
@@ -307,6 +308,17 @@ def answer_confidence(
     )
 
 
+def passage_coverage(question: str, hits: Sequence[Hit], idf: Mapping[str, float]) -> dict[int, float]:
+    """Per passage: the share of the question's terms, weighted by corpus rarity, its title and text hold."""
+    terms = question_terms(question)
+    total = sum(idf.get(t, 0.0) for t in terms) or 1.0
+    words = tokenize([f"{h.article.title} {h.chunk.text}" for h in hits])
+    return {
+        h.chunk.id: sum(idf.get(t, 0.0) for t in terms & set(w)) / total
+        for h, w in zip(hits, words, strict=True)
+    }
+
+
 def read_sentences(
     question: str, sentences: Sequence[Sentence], reader: Reader, count: int
 ) -> list[Sentence]:
@@ -412,9 +424,14 @@ def answer(
     if answered:
         # Only passages with a sentence that answers nearly as well support the answer: by the
         # reader's probability, or by the features' score against the quoted sentence's.
+        # And the passage (with its title) must hold nearly as much of the question's rare wording
+        # as the quoted one: "Who opposed the ABM amendment?" is not supported by a passage about
+        # opposing another amendment.
+        coverage = passage_coverage(question, order, idf)
+
         def supports(hit: Hit) -> bool:
             best = best_in.get(hit.chunk.id)
-            if best is None:
+            if best is None or coverage[hit.chunk.id] < options.support_ratio * coverage[order[0].chunk.id]:
                 return False
             if use_reader:
                 return best.probability >= options.support
