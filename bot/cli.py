@@ -151,7 +151,9 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "answered": answer.answered,
         "answer": answer.text if answer.answered else None,
         "message": answer.text,
-        "confidence": round(answer.confidence, 4),
+        # What answering was decided on (docs/quality.md): a score, not a probability, unless the
+        # reader is on; the answer is given at abstain_threshold (reader_threshold) or above.
+        "answer_score": round(answer.confidence, 4),
         "citations": [
             {
                 "n": c.n,
