@@ -90,19 +90,24 @@ class Engine:
         ray: str | None = None,
     ) -> IngestReport:
         """Ingest files and folders; with ``ray`` (an address, or "local"), embed on Ray Data."""
-        store = self.open_store()
+        with self._writing(wait) as store, self._ingest_encoder(ray) as encoder:
+            return ingest_paths(
+                paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
+            )
+
+    @contextlib.contextmanager
+    def _writing(self, wait: float, store: Store | None = None) -> Iterator[Store]:
+        """The store with its writer lock held; readers move to what was written once it is done."""
+        store = store or self.open_store()
         try:
-            with store.writer(wait=wait), self._ingest_encoder(ray) as encoder:
-                report = ingest_paths(
-                    paths, store, encoder, self.settings, prune=prune, progress=progress, on_skip=on_skip
-                )
+            with store.writer(wait=wait):
+                yield store
         except (sqlite3.Error, OSError) as err:
             # A full disk, or damage in pages the open did not read: what was committed stays as it was.
             raise write_failed(store.root, err) from None
         finally:
             store.close()
         self.refresh()
-        return report
 
     @contextlib.contextmanager
     def _ingest_encoder(self, ray: str | None) -> Iterator[Encoder]:
@@ -127,51 +132,35 @@ class Engine:
     ) -> ReembedReport:
         """Give every stored passage this engine's encoder's vectors (see reembed.py)."""
         store = Store(self.store_path, model=self.encoder.name, dim=self.encoder.dim, create=False)
-        try:
-            with store.writer(wait=wait):
-                report = reembed(
-                    store,
-                    self.encoder,
-                    batch_size=self.settings.batch_size,
-                    batch_passages=batch_passages,
-                    progress=progress,
-                )
-                if report.passages:
-                    # The keyword index only records the new generation; the vector changes are folded
-                    # into a new FAISS file, since every vector changed.
-                    Ingestor(store, self.encoder, self.settings).finish()
-        finally:
-            store.close()
-        self.refresh()
+        with self._writing(wait, store):
+            report = reembed(
+                store,
+                self.encoder,
+                batch_size=self.settings.batch_size,
+                batch_passages=batch_passages,
+                progress=progress,
+            )
+            if report.passages:
+                # The keyword index only records the new generation; the vector changes are folded
+                # into a new FAISS file, since every vector changed.
+                Ingestor(store, self.encoder, self.settings).finish()
         return report
 
     def ingest_items(self, items: Iterable[Article | Skip], *, wait: float = 0.0) -> IngestReport:
         """Ingest articles that did not come from files (feed entries, eval corpora)."""
-        store = self.open_store()
-        try:
-            with store.writer(wait=wait):
-                ingestor = Ingestor(store, self.encoder, self.settings)
-                report = ingestor.ingest(items)
-                ingestor.finish()
-        except (sqlite3.Error, OSError) as err:
-            raise write_failed(store.root, err) from None
-        finally:
-            store.close()
-        self.refresh()
+        with self._writing(wait) as store:
+            ingestor = Ingestor(store, self.encoder, self.settings)
+            report = ingestor.ingest(items)
+            ingestor.finish()
         return report
 
     def forget(self, items: Iterable[str], *, wait: float = 0.0) -> IngestReport:
         """Remove these source items (articles that no other source holds go with them)."""
-        store = self.open_store()
         report = IngestReport()
-        try:
-            with store.writer(wait=wait):
-                ingestor = Ingestor(store, self.encoder, self.settings)
-                ingestor.remove(items, report)
-                ingestor.finish()
-        finally:
-            store.close()
-        self.refresh()
+        with self._writing(wait) as store:
+            ingestor = Ingestor(store, self.encoder, self.settings)
+            ingestor.remove(items, report)
+            ingestor.finish()
         return report
 
     def ensure_default_corpus(self) -> IngestReport | None:
