@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import bm25s
 import numpy as np
 import Stemmer
 import tantivy
@@ -43,11 +43,23 @@ _WH_WORDS = {"who", "whom", "whose", "what", "when", "where", "which", "why", "h
 QUESTION_WORDS = frozenset(_WH_WORDS | {"did", "does", "do", "many", "much"})
 
 
+# Lucene's English stop words. Words are runs of two or more word characters, lower-cased. This is
+# what bm25s.tokenize did here; importing bm25s for it cost a fresh process 45 ms before its first answer.
+STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "  # noqa: SIM905
+    "they this to was will with".split()
+)
+_WORDS = re.compile(r"(?u)\b\w\w+\b")
+
+
+def words(text: str) -> list[str]:
+    """The text's words, lower-cased, without stop words, in order."""
+    return [w for w in _WORDS.findall(text.lower()) if w not in STOP_WORDS]
+
+
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Stemmed words without stop words, for comparing a question's wording with sentences'."""
-    return bm25s.tokenize(
-        list(texts), stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
-    )
+    return [_STEMMER.stemWords(words(text)) for text in texts]
 
 
 def _schema() -> tantivy.Schema:
@@ -123,8 +135,7 @@ def _open_reader(root: Path) -> tuple[tantivy.Index | None, tempfile.TemporaryDi
 
 def question_words(question: str) -> list[str]:
     """The question's content words, lower-cased, unstemmed, each once."""
-    words = bm25s.tokenize([question], stopwords="en", return_ids=False, show_progress=False)[0]
-    return [w for w in dict.fromkeys(words) if w not in QUESTION_WORDS]
+    return [w for w in dict.fromkeys(words(question)) if w not in QUESTION_WORDS]
 
 
 def question_terms(question: str) -> set[str]:
@@ -134,7 +145,7 @@ def question_terms(question: str) -> set[str]:
 
 def query_text(question: str) -> str:
     """The question's content words, space-separated: tantivy's parser ORs them."""
-    # bm25s keeps runs of word characters, lower-cased, so no query syntax (AND, OR, quotes,
+    # words() keeps runs of word characters, lower-cased, so no query syntax (AND, OR, quotes,
     # field:value) can reach the parser.
     return " ".join(question_words(question))
 

@@ -8,6 +8,7 @@ import pytest
 
 from embeddings.answer import expected_kind, new_names, proper_words
 from embeddings.engine import Engine
+from embeddings.keyword import question_words, tokenize
 
 # Written for this test. Its last paragraph has a year and a bare number ("25 counties").
 STORY = """\
@@ -65,3 +66,12 @@ def test_names_the_question_does_not_already_say() -> None:
     # use it as a name elsewhere.
     assert new_names("Palaniappan Chidambaram spoke.", question, proper) == ["Palaniappan", "Chidambaram"]
     assert new_names("Chidambaram spoke first.", question, proper) == ["Chidambaram"]
+
+
+def test_wording_is_compared_on_stemmed_words_without_stop_words_or_question_words() -> None:
+    # One-letter runs ("U", "S") are no words; "were" is no stop word in Lucene's list.
+    assert tokenize(["The ministers were opposing it, and U.S. co-op 2,000"]) == [
+        ["minist", "were", "oppos", "co", "op", "000"]
+    ]
+    asked = question_words("Who opposed the ABM amendment in the U.S.? Who?")
+    assert asked == ["opposed", "abm", "amendment"]
