@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from embeddings import index as vector_index
 from embeddings.articles import discover_files, load_paths, normalized_hash, source_path
@@ -96,6 +95,9 @@ class Progress:
     """
 
     def __init__(self, enabled: bool, files_total: int | None = None) -> None:
+        # Imported here: tqdm costs a fresh process 20 ms, and answering a question never needs it.
+        from tqdm import tqdm
+
         self.bar = tqdm(desc="embedding", unit=" passages", disable=not enabled, leave=False, smoothing=0.05)
         self.files_total = files_total
         self.files_read = 0

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from embeddings.chunking import embed_title, embedding_text, load_tokenizer
 from embeddings.encoder import Encoder
@@ -69,6 +68,8 @@ def reembed(
     db = store.db
     total = db.execute("SELECT COUNT(*) FROM chunks WHERE id > ?", (last,)).fetchone()[0]
     titles: dict[str, str] = {}
+    from tqdm import tqdm  # not at the top: answering a question, which imports this module, never needs it
+
     with tqdm(total=total, desc="reembed", unit=" passages", disable=not progress, leave=False) as bar:
         while True:
             rows = db.execute(
