@@ -458,7 +458,7 @@ def test_the_progress_bar_counts_passages_against_a_total_with_rate_and_eta(
     import embeddings.ingest as ingest
 
     # Every update drawn, and small steps: the bar must move within a batch, not once per batch.
-    monkeypatch.setattr(ingest, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, file=sys.stderr))
+    monkeypatch.setattr(tqdm, "tqdm", functools.partial(tqdm.tqdm, mininterval=0, file=sys.stderr))
     monkeypatch.setattr(ingest, "PROGRESS_STEP", 8)
     engine = Engine(load_settings(env={}, store=tmp_path / "store"), encoder)
     report = engine.ingest([stories(tmp_path / "in", 24)], progress=True)
