@@ -20,7 +20,7 @@ from embeddings.ingest import IngestReport
 from embeddings.links import FetchPolicy, LinkRefused, canonical_url, fetch, page_articles, with_ids
 from embeddings.records import Article, Skip
 from embeddings.settings import Settings
-from embeddings.store import ARTICLE_COLUMNS, article_from_row, shared_item_id
+from embeddings.store import ARTICLE_COLUMNS, article_from_row, open_readonly, shared_item_id
 
 T = TypeVar("T")
 # Runs a blocking call off the event loop (the bot's executor); the default runs it in place.
@@ -108,32 +108,36 @@ class Sharer:
             return Shared(what, False, reason=reason)
         return Shared(what, True, title=articles[0].title, known=report.unchanged == len(articles))
 
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Rows of a read on the newest state of the store (none before the first ingest). Read-only:
+        no schema, migration or lock is needed to look something up."""
+        if not self.engine.has_store():
+            return []
+        encoder = self.engine.encoder
+        db = open_readonly(self.engine.store_path, encoder.name, encoder.dim, encoder.identity)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
     def _lookup(self, item_id: str, url: str) -> tuple[str | None, Article | None]:
         """(the title, when this guild already has the link; a stored copy from elsewhere)."""
-        store = self.engine.open_store()
-        try:
-            row = store.db.execute(
-                "SELECT a.title FROM sources s JOIN articles a ON a.id = s.article_id WHERE s.item = ?",
-                (item_id,),
-            ).fetchone()
-            if row is not None:
-                return row[0], None
-            row = store.db.execute(
-                f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE url = ? OR source = ? LIMIT 1", (url, url)
-            ).fetchone()
-            return None, article_from_row(row) if row is not None else None
-        finally:
-            store.close()
+        rows = self._query(
+            "SELECT a.title FROM sources s JOIN articles a ON a.id = s.article_id WHERE s.item = ?",
+            (item_id,),
+        )
+        if rows:
+            return rows[0][0], None
+        rows = self._query(
+            f"SELECT {ARTICLE_COLUMNS} FROM articles WHERE url = ? OR source = ? LIMIT 1", (url, url)
+        )
+        return None, article_from_row(rows[0]) if rows else None
 
     def _items_of(self, guild: int, url: str) -> list[str]:
         item_id = shared_item_id(guild, url)
-        store = self.engine.open_store()
-        try:
-            rows = store.db.execute(
-                "SELECT s.item FROM sources s JOIN articles a ON a.id = s.article_id "
-                "WHERE s.guild = ? AND (s.item = ? OR substr(s.item, 1, ?) = ? OR a.url = ? OR a.source = ?)",
-                (guild, item_id, len(item_id) + 1, item_id + "#", url, url),
-            ).fetchall()
-        finally:
-            store.close()
+        rows = self._query(
+            "SELECT s.item FROM sources s JOIN articles a ON a.id = s.article_id "
+            "WHERE s.guild = ? AND (s.item = ? OR substr(s.item, 1, ?) = ? OR a.url = ? OR a.source = ?)",
+            (guild, item_id, len(item_id) + 1, item_id + "#", url, url),
+        )
         return [r[0] for r in rows]
