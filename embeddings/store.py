@@ -217,21 +217,26 @@ def check_model(db: sqlite3.Connection, root: Path, model: str, dim: int, encode
     return True
 
 
+def _missing_columns(db: sqlite3.Connection) -> list[str]:
+    """The statements of MIGRATIONS whose column this store lacks."""
+    return [
+        statement
+        for table, column, statement in MIGRATIONS
+        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+    ]
+
+
 def migrate(db: sqlite3.Connection) -> None:
     """Add what later versions added to an existing store; a no-op on an up-to-date one."""
-    for table, column, statement in MIGRATIONS:
-        if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
-            db.execute(statement)
+    for statement in _missing_columns(db):
+        db.execute(statement)
     # Few items are shared in guilds: this finds them without reading every source.
     db.execute("CREATE INDEX IF NOT EXISTS sources_guild ON sources (guild) WHERE guild > 0")
 
 
 def needs_migration(db: sqlite3.Connection) -> bool:
     """Whether a store lacks columns this newsbot adds (read-only: a reader asks before migrating)."""
-    return any(
-        column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        for table, column, _ in MIGRATIONS
-    )
+    return bool(_missing_columns(db))
 
 
 def shared_item_id(guild: int, key: str) -> str:
