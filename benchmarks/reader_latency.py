@@ -47,19 +47,20 @@ def main() -> int:
     ]
 
     # Count what the reader reads: wrap its one batched model call.
+    engine.settings = settings.replace(reader=True)
     reader = engine.reader
     assert reader is not None
     counts: list[int] = []
     tokens: list[int] = []
-    inner_logits = reader.logits
+    inner_read = reader.read
 
-    def counting_logits(question, passages):  # type: ignore[no-untyped-def]
-        logits, encoded = inner_logits(question, passages)
-        counts.append(sum(len(p.sentences) for p in passages))
-        tokens.append(int(encoded.attention_mask.sum()))
-        return logits, encoded
+    def counting_read(question, candidates):  # type: ignore[no-untyped-def]
+        reading = inner_read(question, candidates)
+        counts.append(len(candidates))
+        tokens.append(reading.tokens)
+        return reading
 
-    reader.logits = counting_logits  # type: ignore[method-assign]
+    reader.read = counting_read  # type: ignore[method-assign]
 
     print(
         "| reader sentences | questions | ask p50 ms | ask p99 ms | sentences read (mean) "
@@ -67,7 +68,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|")
     for n in args.sentences:
-        engine.settings = settings.replace(reader_sentences=n)
+        engine.settings = settings.replace(reader=n > 0, reader_sentences=n)
         for q in questions[:20]:
             engine.ask(q)
         counts.clear()

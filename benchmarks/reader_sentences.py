@@ -26,7 +26,7 @@ from embeddings.chunking import sentence_spans
 from embeddings.encoder import load_encoder
 from embeddings.evaluate import normalise
 from embeddings.keyword import question_terms, tokenize
-from embeddings.reader import Passage, Reader
+from embeddings.reader import Reader
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,13 +37,9 @@ Case = tuple[str, str, str, tuple[tuple[int, int], ...], frozenset[int]]
 def selqa(path: Path) -> list[Case]:
     cases = []
     for item in json.loads(path.read_text(encoding="utf-8")):
-        text, spans = "", []
-        for sentence in item["candidates"]:
-            start = len(text) + (1 if text else 0)
-            text = f"{text} {sentence}" if text else sentence
-            spans.append((start, start + len(sentence)))
+        text, spans = join_sentences(item["candidates"])
         title = f"{item['article']} ({item['section']})"
-        cases.append((item["question"], title, text, tuple(spans), frozenset(item["answers"])))
+        cases.append((item["question"], title, text, spans, frozenset(item["answers"])))
     return cases
 
 
@@ -61,9 +57,23 @@ def held_out(data: Path, n: int, seed: int = 5) -> list[Case]:
     sys.path.insert(0, str(REPO))  # training/ is a folder of scripts, not an installed package
     from training.train_reader import load_squad
 
-    _, held, _ = load_squad(data)
+    held = list(load_squad(data).held)
     random.Random(seed).shuffle(held)
-    return [(it.question, it.title, it.context, it.sentences, it.positives) for it in held[:n]]
+    cases = []
+    for it in held[:n]:
+        text, spans = join_sentences(it.sentences)
+        cases.append((it.question, it.title, text, spans, frozenset([it.positive])))
+    return cases
+
+
+def join_sentences(sentences: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """The sentences joined by spaces, with each one's span in the text."""
+    text, spans = "", []
+    for sentence in sentences:
+        start = len(text) + (1 if text else 0)
+        text = f"{text} {sentence}" if text else sentence
+        spans.append((start, start + len(sentence)))
+    return text, tuple(spans)
 
 
 def _gold_case(question: str, title: str, context: str, answers: Sequence[str]) -> Case:
@@ -113,7 +123,8 @@ def main() -> int:
     def read(case: Case) -> tuple[np.ndarray, np.ndarray]:
         if id(case) not in cache:
             question, title, text, spans, _ = case
-            cache[id(case)] = reader.score_text(question, Passage(title, text, spans))
+            reading = reader.read(question, [(title, text[a:b]) for a, b in spans])
+            cache[id(case)] = reading.scores, reading.span_scores
         return cache[id(case)]
 
     def by_reader(case: Case) -> np.ndarray:

@@ -1,12 +1,15 @@
 """Choose the reader's settings on questions that are neither training data nor a reported dev set.
 
-For each answerable question of QA.jsonl (by default SQuAD train questions the reader never trained
-on, written by training/held_out_questions.py), the search runs as shipped, the features score the
-leading passages' sentences, and the reader reads the best N of them with their neighbours. Prints
-the answer-sentence hit rate for each N and each weight of the features' score added to the reader's
-logit, beside the features alone.
+QA.jsonl holds SQuAD train questions from articles the reader never trained on (written by
+training/held_out_questions.py). The first ``--answerable`` questions' paragraphs are stored; the
+search runs as shipped, the features score the leading passages' sentences, and the reader reads the
+best N of them. For each N and each weight of the features' score (and of the answer-span score)
+added to the reader's logit, it prints the answer-sentence hit rate beside the features alone. Then,
+for the best weights, it calibrates the abstention threshold: the reader's probability for the chosen
+sentence on those questions against held-out questions whose paragraph is not stored (their
+article's other paragraphs may be, as in SQuAD 2's unanswerable questions).
 
-    .venv/bin/python training/held_out_questions.py /tmp/held_out.jsonl
+    .venv/bin/python training/held_out_questions.py /tmp/held_out.jsonl --n 1200
     .venv/bin/python benchmarks/tune_reader.py /tmp/held_out.jsonl
 """
 
@@ -16,13 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from embeddings.answer import read_sentences, score_sentences
+import numpy as np
+
+from embeddings.answer import Sentence, read_sentences, score_sentences
 from embeddings.engine import Engine, answer_options, search_options
-from embeddings.evaluate import context_articles, corpus_store, normalise, read_questions
+from embeddings.evaluate import calibrate, context_articles, corpus_store, normalise, read_questions
 from embeddings.settings import load_settings
 
-WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
-SPAN_WEIGHTS = (0.0, 0.25, 0.5)
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+SPAN_WEIGHTS = (0.0, 0.1, 0.25)
 
 
 def main() -> int:
@@ -30,54 +35,94 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("qa", help="a SQuAD-style QA.jsonl (question, answers, title, context)")
-    parser.add_argument("--sentences", type=int, nargs="*", default=[4, 6, 8, 10])
+    parser.add_argument("--answerable", type=int, default=600, help="questions whose paragraphs are stored")
+    parser.add_argument("--sentences", type=int, nargs="*", default=[4, 6, 8, 10, 12])
     parser.add_argument(
         "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
     )
     args = parser.parse_args()
     path = Path(args.qa)
     settings = load_settings()
-    engine = Engine(settings.replace(store=corpus_store([path], settings)))
-    engine.ingest_items(context_articles(path), wait=600)
+    everything = read_questions(path)
+    questions = everything[: args.answerable]
+    stored = {q.context for q in questions}
+    unanswerable = [q for q in everything[args.answerable :] if q.context not in stored]
+    store = corpus_store([path, f"answerable={args.answerable}"], settings)
+    engine = Engine(settings.replace(store=store))
+    if not engine.has_store():
+        kept = store.with_suffix(".jsonl")
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        lines = path.read_text(encoding="utf-8").splitlines()[: args.answerable]
+        kept.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        engine.ingest_items(context_articles(kept), wait=600)
+    engine.settings = engine.settings.replace(reader=True)
     reader = engine.reader
     assert reader is not None
-    questions = [q for q in read_questions(path) if q.answerable]
-    queries = engine.encoder.encode([q.question for q in questions])
     options = answer_options(settings)
+    search = search_options(settings)
     grid = [(w, v) for v in SPAN_WEIGHTS for w in WEIGHTS]
-    print("| sentences read | features alone | best (w, v): reader + w x features + v x span | all (w, v) |")
-    print("|---|---|---|---|")
+
+    def candidates(question: str, query: np.ndarray, n: int) -> tuple[list[Sentence], list[Sentence]]:
+        """The features' sentences, best first, and the best ``n`` of them as the reader scores them."""
+        hits = engine.searcher.search(question, search, query)
+        sentences = score_sentences(question, query, hits[: settings.top_k], options)
+        return sentences, read_sentences(question, sentences, reader, n) if sentences else []
+
+    queries = engine.encoder.encode([q.question for q in questions])
+    off_queries = engine.encoder.encode([q.question for q in unanswerable])
+    print(
+        f"{len(questions)} answerable questions (paragraph stored), "
+        f"{len(unanswerable)} whose paragraph is not"
+    )
+    print(
+        "| sentences read | answer among them | features alone | best (w, v): reader + w x features + "
+        "v x span | all (w, v) |"
+    )
+    print("|---|---|---|---|---|")
+    calibration = []
     for n in args.sentences:
-        features_hits = 0
+        features_hits = reachable = 0
         hits_by_weight = dict.fromkeys(grid, 0)
+        chosen_yes: dict[tuple[float, float], list[float]] = {key: [] for key in grid}
         for question, query in zip(questions, queries, strict=True):
             gold = [normalise(a) for a in question.answers]
 
             def right(text: str, gold: list[str] = gold) -> bool:
                 return any(g in normalise(text) for g in gold)
 
-            hits = engine.searcher.search(question.question, search_options(settings), query)
-            sentences = score_sentences(question.question, query, hits, options)
+            sentences, read = candidates(question.question, query, n)
             if not sentences:
                 continue
             top = sentences[0]
             features_right = right(top.hit.chunk.text[top.start : top.end])
             features_hits += features_right
-            read = read_sentences(question.question, sentences, reader, n)
-            if not read:
-                continue
+            reachable += any(right(s.hit.chunk.text[s.start : s.end]) for s in read)
             for w, v in grid:
                 best = max(read, key=lambda s, w=w, v=v: s.final(w, v))
                 reader_right = right(best.hit.chunk.text[best.start : best.end])
                 hits_by_weight[w, v] += reader_right
-                if args.wins and (w, v) == (0.0, 0.0) and reader_right and not features_right:
+                chosen_yes[w, v].append(best.probability)
+                if args.wins and (w, v) == (1.0, 0.0) and reader_right and not features_right:
                     print(f"win (reads {n}): {question.question}", file=sys.stderr)
         total = len(questions)
         best_key = max(grid, key=lambda key: hits_by_weight[key])
         cells = ", ".join(f"{key}: {hits_by_weight[key] / total:.3f}" for key in grid)
         print(
-            f"| {n} | {features_hits / total:.3f} | {best_key}: {hits_by_weight[best_key] / total:.3f} "
-            f"| {cells} |"
+            f"| {n} | {reachable / total:.3f} | {features_hits / total:.3f} "
+            f"| {best_key}: {hits_by_weight[best_key] / total:.3f} | {cells} |"
+        )
+        chosen_no = []
+        for question, query in zip(unanswerable, off_queries, strict=True):
+            _, read = candidates(question.question, query, n)
+            if read:
+                chosen_no.append(max(read, key=lambda s: s.final(*best_key)).probability)
+            else:
+                chosen_no.append(0.0)
+        calibration.append((n, best_key, calibrate(chosen_yes[best_key], chosen_no)))
+    for n, key, (threshold, answered, abstained) in calibration:
+        print(
+            f"abstention, {n} sentences, {key}: threshold {threshold:.3f} answers {answered:.1%} "
+            f"of answerable and abstains on {abstained:.1%} of questions whose paragraph is not stored"
         )
     return 0
 

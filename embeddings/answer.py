@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from embeddings.keyword import question_terms, tokenize
-from embeddings.reader import Passage, Reader, sigmoid
+from embeddings.reader import Reader, sigmoid
 from embeddings.records import Answer, Citation, Hit
 
 NOT_FOUND = "The articles do not say."
@@ -322,38 +322,16 @@ def passage_coverage(question: str, hits: Sequence[Hit], idf: Mapping[str, float
 def read_sentences(
     question: str, sentences: Sequence[Sentence], reader: Reader, count: int
 ) -> list[Sentence]:
-    """The reader's view of the ``count`` best sentences (by the features), best first.
-
-    Each passage is read once, as the run of its sentences from the one before the first chosen to
-    the one after the last, so every chosen sentence is read with its neighbours; the neighbours get
-    a reader score too. ``Sentence.probability`` is the reader's."""
-    chosen = sentences[:count]
-    by_hit: dict[int, list[Sentence]] = {}
-    for sentence in chosen:
-        by_hit.setdefault(sentence.hit.chunk.id, []).append(sentence)
-    features = {(s.hit.chunk.id, s.start): s for s in sentences}
-    passages, windows = [], []
-    for group in by_hit.values():
-        hit = group[0].hit
-        spans = hit.chunk.sentences
-        where = [spans.index((s.start, s.end)) for s in group]
-        lo, hi = max(0, min(where) - 1), min(len(spans), max(where) + 2)
-        base = spans[lo][0]
-        passages.append(
-            Passage(
-                hit.article.title,
-                hit.chunk.text[base : spans[hi - 1][1]],
-                tuple((a - base, b - base) for a, b in spans[lo:hi]),
-            )
-        )
-        windows.append((hit, spans[lo:hi]))
-    read = []
-    for (hit, spans), reading in zip(windows, reader.read(question, passages), strict=True):
-        for (a, _), logit, span in zip(spans, reading.scores, reading.span_scores, strict=True):
-            known = features.get((hit.chunk.id, a))
-            if known is None or not np.isfinite(logit):
-                continue  # a sentence another passage already offered, or cut off
-            read.append(replace(known, reader_logit=float(logit), reader_span=float(span)))
+    """The ``count`` best sentences (by the features), each scored by the reader as an answer to the
+    question, best first by the reader. ``Sentence.probability`` is the reader's."""
+    chosen = list(sentences[:count])
+    reading = reader.read(
+        question, [(s.hit.article.title, s.hit.chunk.text[s.start : s.end]) for s in chosen]
+    )
+    read = [
+        replace(s, reader_logit=float(logit), reader_span=float(span))
+        for s, logit, span in zip(chosen, reading.scores, reading.span_scores, strict=True)
+    ]
     return sorted(read, key=lambda s: -s.final(0.0))
 
 
@@ -361,8 +339,8 @@ def rerank(
     question: str, query: np.ndarray, hits: Sequence[Hit], reader: Reader, depth: int, rrf_k: int = 10
 ) -> list[Hit]:
     """The first ``depth`` passages reordered by a rank fusion of the search's order and the reader's
-    (each passage judged by its best sentence by the features, read with its neighbours); the rest
-    keep their places. Fused rather than replaced: the reader alone lowered recall (issue 11)."""
+    (each passage judged by the reader's score of its best sentence by the features); the rest keep
+    their places. Fused rather than replaced: the reader alone lowered recall (issue 11)."""
     head = list(hits[:depth])
     if len(head) < 2:
         return list(hits)

@@ -5,7 +5,7 @@
 Writes ``reader_int8.onnx`` (dynamic int8, per-channel symmetric weights: the recipe that keeps
 MiniLM's vectors at a cosine of ~0.99 to torch's, see ../shared/NOTES.md), ``tokenizer.json`` and
 ``reader.json`` (input settings, and a few fixed pairs with the scores the exported model gave, which
-tests/test_reader.py checks the shipped file against). Needs the ``train`` extra.
+tests/test_reader.py checks the shipped file against). Needs the ``torch`` extra.
 """
 
 from __future__ import annotations
@@ -22,23 +22,29 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from embeddings.chunking import sentence_spans  # noqa: E402
-from embeddings.reader import MAX_TOKENS, MODEL_FILE, Passage, Reader, sentence_scores  # noqa: E402
-from training.train_reader import build_model  # noqa: E402
+from embeddings.reader import MAX_TOKENS, MODEL_FILE, Reader, pair_text  # noqa: E402
+from training.train_reader import build_model, load_tokenizer  # noqa: E402
 
-# Fixed pairs whose scores the shipped model must reproduce (from no data set: written here).
-CHECK_PAIRS = [
+# Fixed questions and candidate sentences whose scores the shipped model must reproduce (from no data
+# set: written here).
+CHECKS = [
     (
         "Who opposed the ABM amendment?",
         "Senate votes on missile treaty",
-        "The Senate debated the treaty for a week. China and Russia opposed the ABM amendment, "
-        "saying it would start an arms race. The vote is expected on Friday.",
+        [
+            "The Senate debated the treaty for a week.",
+            "China and Russia opposed the ABM amendment, saying it would start an arms race.",
+            "The vote is expected on Friday.",
+        ],
     ),
     (
         "When will the bridge reopen?",
         "Bridge repairs",
-        "Engineers found cracks in the bridge last month. It will reopen in March after repairs "
-        "costing £2m. Drivers have been told to use the ferry.",
+        [
+            "Engineers found cracks in the bridge last month.",
+            "It will reopen in March after repairs costing £2m.",
+            "Drivers have been told to use the ferry.",
+        ],
     ),
 ]
 
@@ -86,23 +92,29 @@ def export(run: Path, out: Path) -> None:
             extra_options={"MatMulConstBOnly": False, "WeightSymmetric": True},
         )
     shutil.copy(model_dir / "tokenizer.json", out / "tokenizer.json")
-    config = {"max_tokens": MAX_TOKENS, "base": "sentence-transformers/all-MiniLM-L6-v2"}
+    config: dict[str, object] = {"max_tokens": MAX_TOKENS, "base": "sentence-transformers/all-MiniLM-L6-v2"}
     (out / "reader.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     reader = Reader(out)
+    tokenizer = load_tokenizer(model_dir, MAX_TOKENS)
     checks = []
-    for question, title, text in CHECK_PAIRS:
-        passage = Passage(title, text, tuple(sentence_spans(text)))
-        (reading,) = reader.read(question, [passage])
+    for question, title, sentences in CHECKS:
+        reading = reader.read(question, [(title, s) for s in sentences])
+        encodings = [tokenizer.encode(question, pair_text(title, s)[0]) for s in sentences]
         with torch.no_grad():
-            _, encoded = reader.logits(question, [passage])
-            torch_logits = model(
-                torch.from_numpy(encoded.input_ids),
-                torch.from_numpy(encoded.attention_mask),
-                torch.from_numpy(encoded.token_type_ids),
-            ).numpy()
-        fp = sentence_scores(torch_logits, encoded)[0]
+            fp = [
+                float(
+                    model(
+                        torch.tensor([e.ids]),
+                        torch.ones((1, len(e.ids)), dtype=torch.long),
+                        torch.tensor([e.type_ids]),
+                    )[0, 0, 0]
+                )
+                for e in encodings
+            ]
         print(question, "int8", np.round(reading.scores, 3), "torch", np.round(fp, 3))
-        checks.append({"question": question, "passage": passage.__dict__, "scores": reading.scores.tolist()})
+        checks.append(
+            {"question": question, "title": title, "sentences": sentences, "scores": reading.scores.tolist()}
+        )
     config["checks"] = checks
     (out / "reader.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
 

@@ -30,16 +30,17 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    _, held, _ = load_squad(Path(args.data))
+    held = list(load_squad(Path(args.data)).held)
     random.Random(args.seed).shuffle(held)
     with open(args.out, "w", encoding="utf-8") as out:
         for item in held[: args.n]:
+            answer = item.sentences[item.positive][item.answer[0] : item.answer[1]]
             record = {
                 "id": item.id,
                 "question": item.question,
-                "answers": [item.context[item.answer[0] : item.answer[1]]],
-                "title": item.title.replace("_", " "),
-                "context": item.context,
+                "answers": [answer],
+                "title": item.title,
+                "context": " ".join(item.sentences),
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return 0
