@@ -28,7 +28,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--shared", default=str(REPO.parent / "shared"))
-    parser.add_argument("--sentences", type=int, nargs="*", default=[0, 6, 8, 10])
+    parser.add_argument("--sentences", type=int, nargs="*", default=[0, 4, 6, 8, 12])
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     corpus = Path(args.shared) / "data" / "bbc_news" / "bbc_news.jsonl"

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import string
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,12 +28,12 @@ from embeddings.chunking import sentence_spans
 from embeddings.encoder import load_encoder
 from embeddings.evaluate import normalise
 from embeddings.keyword import question_terms, tokenize
-from embeddings.reader import Reader
+from embeddings.reader import Reader, Reading
 
 REPO = Path(__file__).resolve().parent.parent
 
-# (question, title, text, sentence spans, which sentences are right)
-Case = tuple[str, str, str, tuple[tuple[int, int], ...], frozenset[int]]
+# (question, title, text, sentence spans, which sentences are right, the answer texts where known)
+Case = tuple[str, str, str, tuple[tuple[int, int], ...], frozenset[int], tuple[str, ...]]
 
 
 def selqa(path: Path) -> list[Case]:
@@ -39,7 +41,7 @@ def selqa(path: Path) -> list[Case]:
     for item in json.loads(path.read_text(encoding="utf-8")):
         text, spans = join_sentences(item["candidates"])
         title = f"{item['article']} ({item['section']})"
-        cases.append((item["question"], title, text, spans, frozenset(item["answers"])))
+        cases.append((item["question"], title, text, spans, frozenset(item["answers"]), ()))
     return cases
 
 
@@ -62,7 +64,8 @@ def held_out(data: Path, n: int, seed: int = 5) -> list[Case]:
     cases = []
     for it in held[:n]:
         text, spans = join_sentences(it.sentences)
-        cases.append((it.question, it.title, text, spans, frozenset([it.positive])))
+        answer = it.sentences[it.positive][it.answer[0] : it.answer[1]]
+        cases.append((it.question, it.title, text, spans, frozenset([it.positive]), (answer,)))
     return cases
 
 
@@ -80,7 +83,22 @@ def _gold_case(question: str, title: str, context: str, answers: Sequence[str]) 
     spans = tuple(sentence_spans(context))
     gold = [normalise(a) for a in answers]
     right = frozenset(i for i, (a, b) in enumerate(spans) if any(g in normalise(context[a:b]) for g in gold))
-    return question, title, context, spans, right
+    return question, title, context, spans, right, tuple(answers)
+
+
+def squad_normal(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
+
+
+def word_f1(got: str, gold: str) -> float:
+    a, b = got.split(), gold.split()
+    common = sum((Counter(a) & Counter(b)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(a), common / len(b)
+    return 2 * precision * recall / (precision + recall)
 
 
 def precision_at_1(cases: Sequence[Case], score: Callable[[Case], np.ndarray]) -> tuple[float, float]:
@@ -118,40 +136,52 @@ def main() -> int:
     reader = Reader(Path(args.model_dir) if args.model_dir else None)
     encoder = load_encoder("all-MiniLM-L6-v2", "onnx-int8", "cpu")
 
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[int, Reading] = {}
 
-    def read(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    def read(case: Case) -> Reading:
         if id(case) not in cache:
-            question, title, text, spans, _ = case
-            reading = reader.read(question, [(title, text[a:b]) for a, b in spans])
-            cache[id(case)] = reading.scores, reading.span_scores
+            question, title, text, spans, *_ = case
+            cache[id(case)] = reader.read(question, [(title, text[a:b]) for a, b in spans])
         return cache[id(case)]
 
     def by_reader(case: Case) -> np.ndarray:
-        return read(case)[0]
+        return read(case).scores
 
     def by_span(case: Case) -> np.ndarray:
-        return read(case)[1]
+        return read(case).span_scores
 
     def by_both(case: Case) -> np.ndarray:
-        scores, spans = read(case)
-        return scores + 0.5 * spans
+        reading = read(case)
+        return reading.scores + 0.5 * reading.span_scores
+
+    def answer_words(case: Case) -> tuple[float, float] | None:
+        """Exact match and word F1 of the reader's answer span in the right sentence, best over the
+        gold answers (SQuAD's measures)."""
+        _, _, text, spans, right, answers = case
+        if not answers or not right:
+            return None
+        i = min(right)
+        span = read(case).spans[i]
+        a, b = spans[i]
+        got = squad_normal(text[a:b][span[0] : span[1]]) if span else ""
+        exact = max(float(got == squad_normal(g)) for g in answers)
+        return exact, max(word_f1(got, squad_normal(g)) for g in answers)
 
     def by_cosine(case: Case) -> np.ndarray:
-        question, _, text, spans, _ = case
+        question, _, text, spans, *_ = case
         vectors = encoder.encode([question] + [text[a:b] for a, b in spans])
         return vectors[1:] @ vectors[0]
 
     def by_overlap(case: Case) -> np.ndarray:
-        question, _, text, spans, _ = case
+        question, _, text, spans, *_ = case
         asked = question_terms(question)
         return np.array([len(asked & set(t)) for t in tokenize([text[a:b] for a, b in spans])], dtype=float)
 
     print(
         "| set | questions | reader (sentence logit) | reader (best span) | reader (logit + 0.5 span) "
-        "| MiniLM cosine | word overlap | reader ms/question |"
+        "| MiniLM cosine | word overlap | reader ms/question | answer words in the right sentence: EM / F1 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, cases in sets.items():
         reader_p, reader_s = precision_at_1(cases, by_reader)
         span_p, _ = precision_at_1(cases, by_span)
@@ -159,9 +189,13 @@ def main() -> int:
         cosine_p, _ = precision_at_1(cases, by_cosine)
         overlap_p, _ = precision_at_1(cases, by_overlap)
         n = sum(1 for c in cases if c[4])
+        words = [m for m in map(answer_words, cases) if m is not None]
+        span_cell = (
+            f"{np.mean([m[0] for m in words]):.3f} / {np.mean([m[1] for m in words]):.3f}" if words else "-"
+        )
         print(
             f"| {name} | {n} | {reader_p:.3f} | {span_p:.3f} | {both_p:.3f} | {cosine_p:.3f} "
-            f"| {overlap_p:.3f} | {reader_s * 1000:.0f} |"
+            f"| {overlap_p:.3f} | {reader_s * 1000:.0f} | {span_cell} |"
         )
     return 0
 

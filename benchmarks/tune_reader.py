@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embeddings.answer import Sentence, read_sentences, score_sentences
+from embeddings.answer import Sentence, answer_confidence, read_sentences, score_sentences
 from embeddings.engine import Engine, answer_options, search_options
-from embeddings.evaluate import calibrate, context_articles, corpus_store, normalise, read_questions
+from embeddings.evaluate import Question, calibrate, context_articles, corpus_store, normalise, read_questions
 from embeddings.settings import load_settings
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -36,6 +36,9 @@ def main() -> int:
     )
     parser.add_argument("qa", help="a SQuAD-style QA.jsonl (question, answers, title, context)")
     parser.add_argument("--answerable", type=int, default=600, help="questions whose paragraphs are stored")
+    parser.add_argument(
+        "--unanswerable", type=int, default=600, help="at most this many without their paragraph"
+    )
     parser.add_argument("--sentences", type=int, nargs="*", default=[4, 6, 8, 10, 12])
     parser.add_argument(
         "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
@@ -46,7 +49,7 @@ def main() -> int:
     everything = read_questions(path)
     questions = everything[: args.answerable]
     stored = {q.context for q in questions}
-    unanswerable = [q for q in everything[args.answerable :] if q.context not in stored]
+    unanswerable = [q for q in everything[args.answerable :] if q.context not in stored][: args.unanswerable]
     store = corpus_store([path, f"answerable={args.answerable}"], settings)
     engine = Engine(settings.replace(store=store))
     if not engine.has_store():
@@ -62,11 +65,25 @@ def main() -> int:
     search = search_options(settings)
     grid = [(w, v) for v in SPAN_WEIGHTS for w in WEIGHTS]
 
+    features_confidence: dict[str, float] = {}
+
     def candidates(question: str, query: np.ndarray, n: int) -> tuple[list[Sentence], list[Sentence]]:
         """The features' sentences, best first, and the best ``n`` of them as the reader scores them."""
-        hits = engine.searcher.search(question, search, query)
-        sentences = score_sentences(question, query, hits[: settings.top_k], options)
+        hits = engine.searcher.search(question, search, query)[: settings.top_k]
+        sentences = score_sentences(question, query, hits, options)
+        idf = engine.searcher.idf(question)
+        features_confidence[question] = answer_confidence(
+            question, hits[: options.candidates], sentences, idf, options
+        )
         return sentences, read_sentences(question, sentences, reader, n) if sentences else []
+
+    def gated(questions: list[Question], probabilities: list[float]) -> list[float]:
+        """The reader's probability where the features' confidence would answer, else -1: the rule
+        "answer when both say so"."""
+        return [
+            p if features_confidence[q.question] >= options.threshold else -1.0
+            for q, p in zip(questions, probabilities, strict=True)
+        ]
 
     queries = engine.encoder.encode([q.question for q in questions])
     off_queries = engine.encoder.encode([q.question for q in unanswerable])
@@ -118,10 +135,22 @@ def main() -> int:
                 chosen_no.append(max(read, key=lambda s: s.final(*best_key)).probability)
             else:
                 chosen_no.append(0.0)
-        calibration.append((n, best_key, calibrate(chosen_yes[best_key], chosen_no)))
-    for n, key, (threshold, answered, abstained) in calibration:
+        yes, no = chosen_yes[best_key], chosen_no
+        calibration.append((n, best_key, "reader alone", calibrate(yes, no)))
+        both = calibrate(gated(questions, yes), gated(unanswerable, no))
+        calibration.append((n, best_key, f"features >= {options.threshold} and reader", both))
+    conf_yes = [features_confidence[q.question] for q in questions]
+    conf_no = [features_confidence[q.question] for q in unanswerable]
+    answered = np.mean([c >= options.threshold for c in conf_yes])
+    abstained = np.mean([c < options.threshold for c in conf_no])
+    print(
+        f"abstention, features alone at {options.threshold}: answers {answered:.1%} of answerable and "
+        f"abstains on {abstained:.1%} of questions whose paragraph is not stored "
+        f"(best threshold: {calibrate(conf_yes, conf_no)})"
+    )
+    for n, key, rule, (threshold, answered, abstained) in calibration:
         print(
-            f"abstention, {n} sentences, {key}: threshold {threshold:.3f} answers {answered:.1%} "
+            f"abstention, {n} sentences, {key}, {rule}: threshold {threshold:.3f} answers {answered:.1%} "
             f"of answerable and abstains on {abstained:.1%} of questions whose paragraph is not stored"
         )
     return 0

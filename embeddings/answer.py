@@ -41,7 +41,8 @@ FEATURES = (
 
 @dataclass(frozen=True)
 class AnswerOptions:
-    # Abstain below this confidence: calibrated on the BBC dev set against off-topic questions.
+    # Abstain below this confidence (the features'), with or without the reader: calibrated on the BBC
+    # dev set against off-topic questions.
     threshold: float = 0.73
     coverage_weight: float = 0.4
     missing_number_penalty: float = 0.4
@@ -50,13 +51,14 @@ class AnswerOptions:
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
     weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.5, 0.5, 0.4)
     # The reader (embeddings/reader.py), when one is given: it reads this many sentences, the best
-    # by the features above, each with its neighbours; 0 leaves the choice to the features.
-    reader_sentences: int = 6
+    # by the features above, each with its title; 0 leaves the choice to the features.
+    reader_sentences: int = 8
     # A sentence's final score: the reader's logit + these x its best answer span's score and x the
     # features' score.
-    reader_span_weight: float = 0.25
+    reader_span_weight: float = 0.0
     reader_feature_weight: float = 4.0
-    # With the reader, confidence is its probability that the chosen sentence answers; abstain below.
+    # With the reader, confidence is its probability that the chosen sentence answers; it also
+    # abstains below this (chosen on held-out SQuAD train questions, benchmarks/tune_reader.py).
     reader_threshold: float = 0.5
     # Passages after the first are cited only when they hold at least this share of the question's
     # rare wording that the quoted passage holds, and the reader gives one of their sentences at
@@ -375,6 +377,8 @@ def answer(
     if not hits:
         return Answer(question, False, NOT_FOUND)
     sentences = score_sentences(question, query, hits, options)
+    confidence = answer_confidence(question, hits[: options.candidates], sentences, idf, options)
+    sure = confidence >= options.threshold
     use_reader = reader is not None and options.reader_sentences > 0 and bool(sentences)
     if use_reader:
         assert reader is not None
@@ -382,11 +386,10 @@ def answer(
         sentences = sorted(
             read, key=lambda s: -s.final(options.reader_feature_weight, options.reader_span_weight)
         )
-        confidence = sentences[0].probability if sentences else 0.0
-        threshold = options.reader_threshold
-    else:
-        confidence = answer_confidence(question, hits[: options.candidates], sentences, idf, options)
-        threshold = options.threshold
+        # Both must agree: the features' confidence rejects questions on another subject best, the
+        # reader's probability questions the right article does not answer (docs/quality.md).
+        confidence = sentences[0].probability
+        sure = sure and confidence >= options.reader_threshold
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)
@@ -396,7 +399,7 @@ def answer(
         top = sentences[0]
         order = [top.hit] + [h for h in hits if h.chunk.id != top.hit.chunk.id]
         chosen = top.hit.chunk.text[top.start : top.end]
-        answered = confidence >= threshold
+        answered = sure
         if answered:
             text = chosen
     if answered:

@@ -167,8 +167,7 @@ def respond(
     result = answer(resolved.question, own, leading, searcher.idf(resolved.question), options, reader)
     judged = answer(resolved.query, query, leading, searcher.idf(resolved.query), options, reader)
     confidence = max(result.confidence, judged.confidence)
-    threshold = options.threshold if reader is None else options.reader_threshold
-    if result.citations and not result.answered and confidence >= threshold:
+    if result.citations and not result.answered and judged.answered:
         # Abstaining, the answer bolds nothing: bold the chosen sentence in the first citation now.
         top = result.citations[0]
         start = max(top.passage.find(result.sentence), 0)

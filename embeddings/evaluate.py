@@ -245,6 +245,8 @@ def corpus_store(corpus: Sequence[str | Path], settings: Settings) -> Path:
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings import conversation_eval
 
+    if getattr(args, "reader", False) or getattr(args, "rerank", 0):
+        settings = settings.replace(reader=True)  # rows without the reader pass none explicitly
     files = [Path(p) for p in args.qa]
     # Conversation files (lines with "turns") are measured turn by turn: see conversation_eval.
     conversations = [p for p in files if conversation_eval.is_conversation_file(p)]
@@ -265,7 +267,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             return 0
     fusions = args.fusion or [settings.fusion]
     readers = [(False, 0)]
-    if settings.reader or getattr(args, "reader", False):
+    if settings.reader:
         readers.append((True, 0))
     if getattr(args, "rerank", 0):
         readers.append((True, args.rerank))

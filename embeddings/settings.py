@@ -52,7 +52,7 @@ class Settings:
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
     reader: bool = False
-    reader_sentences: int = 6
+    reader_sentences: int = 8
     reader_threshold: float = 0.5
     max_question_chars: int = 1000
     # discord
