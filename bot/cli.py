@@ -151,8 +151,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         "answered": answer.answered,
         "answer": answer.text if answer.answered else None,
         "message": answer.text,
-        # What answering was decided on (docs/quality.md): a score, not a probability, unless the
-        # reader is on; the answer is given at abstain_threshold (reader_threshold) or above.
+        # With the reader on (the default), its probability that the quoted sentence answers; without
+        # it, the features' score, not a probability (docs/quality.md).
         "answer_score": round(answer.confidence, 4),
         "citations": [
             {

@@ -51,9 +51,9 @@ class Settings:
     # answer
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
-    reader: bool = False
+    reader: bool = True
     reader_sentences: int = 8
-    reader_threshold: float = 0.5
+    reader_threshold: float = 0.0
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None

@@ -140,7 +140,7 @@ def test_questions_todays_features_get_wrong_and_the_reader_gets_right(
             source="squad",
         )
         cases.append((paragraph["qas"][q]["question"], paragraph["qas"][q]["answers"][0]["text"]))
-    features = Engine(settings, encoder)
+    features = Engine(settings.replace(reader=False), encoder)
     features.ingest_items(articles.values())
     with_reader = Engine(settings.replace(reader=True), encoder)
     outcomes = [
