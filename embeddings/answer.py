@@ -326,16 +326,15 @@ def read_sentences(
     question: str, sentences: Sequence[Sentence], reader: Reader, count: int
 ) -> list[Sentence]:
     """The ``count`` best sentences (by the features), each scored by the reader as an answer to the
-    question, best first by the reader. ``Sentence.probability`` is the reader's."""
+    question, still in the features' order. ``Sentence.probability`` is the reader's."""
     chosen = list(sentences[:count])
     reading = reader.read(
         question, [(s.hit.article.title, s.hit.chunk.text[s.start : s.end]) for s in chosen]
     )
-    read = [
+    return [
         replace(s, reader_logit=float(logit), reader_span=float(span))
         for s, logit, span in zip(chosen, reading.scores, reading.span_scores, strict=True)
     ]
-    return sorted(read, key=lambda s: -s.final(0.0))
 
 
 def rerank(

@@ -14,7 +14,6 @@ Runs on onnxruntime + tokenizers + numpy only: the int8 model and its tokenizer 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +79,6 @@ class Reader:
             self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
             raise ReaderError(f"cannot load the reader model {model}: {err}") from err
-        self._lock = threading.Lock()
 
     def read(self, question: str, candidates: Sequence[tuple[str, str]]) -> Reading:
         """Score each ``(title, sentence)`` as an answer to ``question``, in one batched run."""
