@@ -11,22 +11,35 @@ article's other paragraphs may be, as in SQuAD 2's unanswerable questions).
 
     .venv/bin/python training/held_out_questions.py /tmp/held_out.jsonl --n 1200
     .venv/bin/python benchmarks/tune_reader.py /tmp/held_out.jsonl
+
+With ``--quotes``, as the settings read otherwise, it prints how often the quote holds the answer when
+it takes in the chosen sentence's neighbour that the reader scores within each margin (pair_margin).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from embeddings.answer import Sentence, answer_confidence, read_sentences, score_sentences
+from embeddings.answer import (
+    AnswerOptions,
+    Sentence,
+    answer_confidence,
+    quote_bounds,
+    read_sentences,
+    score_sentences,
+)
 from embeddings.engine import Engine, answer_options, search_options
 from embeddings.evaluate import Question, calibrate, context_articles, corpus_store, normalise, read_questions
 from embeddings.settings import load_settings
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+MARGINS = (-1.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 SPAN_WEIGHTS = (0.0, 0.1, 0.25)
 
 
@@ -40,6 +53,9 @@ def main() -> int:
         "--unanswerable", type=int, default=600, help="at most this many without their paragraph"
     )
     parser.add_argument("--sentences", type=int, nargs="*", default=[4, 6, 8, 10, 12])
+    parser.add_argument(
+        "--quotes", action="store_true", help="only the table of two-sentence quotes, as the settings read"
+    )
     parser.add_argument(
         "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
     )
@@ -86,6 +102,8 @@ def main() -> int:
         ]
 
     queries = engine.encoder.encode([q.question for q in questions])
+    if args.quotes:
+        return quotes(questions, queries, options.reader_sentences, candidates, options)
     off_queries = engine.encoder.encode([q.question for q in unanswerable])
     print(
         f"{len(questions)} answerable questions (paragraph stored), "
@@ -152,6 +170,42 @@ def main() -> int:
         print(
             f"abstention, {n} sentences, {key}, {rule}: threshold {threshold:.3f} answers {answered:.1%} "
             f"of answerable and abstains on {abstained:.1%} of questions whose paragraph is not stored"
+        )
+    return 0
+
+
+def quotes(
+    questions: list[Question],
+    queries: np.ndarray,
+    n: int,
+    candidates: Callable[[str, np.ndarray, int], tuple[list[Sentence], list[Sentence]]],
+    options: AnswerOptions,
+) -> int:
+    """Quote the chosen sentence's neighbour too when the reader scores it within each margin: the
+    answer hit rate of the quote, how often it is two sentences, and its length."""
+    print("| pair margin | quote holds the answer | two sentences | quote chars (mean) | (max) |")
+    print("|---|---|---|---|---|")
+    readings = []
+    for question, query in zip(questions, queries, strict=True):
+        _, read = candidates(question.question, query, n)
+        weights = (options.reader_feature_weight, options.reader_span_weight)
+        readings.append((question, sorted(read, key=lambda s: -s.final(*weights))))
+    for margin in MARGINS:
+        settings = replace(options, pair_margin=margin)
+        right = pairs = 0
+        lengths = []
+        for question, read in readings:
+            if not read:
+                continue
+            start, end = quote_bounds(read[0], read, settings)
+            quote = read[0].hit.chunk.text[start:end]
+            right += any(normalise(a) in normalise(quote) for a in question.answers)
+            pairs += (start, end) != (read[0].start, read[0].end)
+            lengths.append(end - start)
+        total = len(questions)
+        print(
+            f"| {margin} | {right / total:.3f} | {pairs / total:.3f} | {np.mean(lengths):.0f} "
+            f"| {max(lengths)} |"
         )
     return 0
 

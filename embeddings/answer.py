@@ -51,8 +51,9 @@ class AnswerOptions:
     # Tuned with benchmarks/tune_answer.py on SQuAD dev5 and the BBC dev set together.
     weights: tuple[float, ...] = (1.0, 0.6, 0.03, 0.5, 0.5, 0.4)
     # The reader (embeddings/reader.py), when one is given: it reads this many sentences, the best
-    # by the features above, each with its title; 0 leaves the choice to the features.
-    reader_sentences: int = 8
+    # by the features above, each with its title; 0 leaves the choice to the features. 4 chose as
+    # well as 8 on held-out SQuAD train (benchmarks/tune_reader.py) at half the cost.
+    reader_sentences: int = 4
     # A sentence's final score: the reader's logit + these x its best answer span's score and x the
     # features' score.
     reader_span_weight: float = 0.0
@@ -67,6 +68,12 @@ class AnswerOptions:
     # scores at least this share of the quoted sentence's score (not tuned: see docs/quality.md).
     support: float = 0.5
     support_ratio: float = 0.8
+    # With the reader, the quote takes in the sentence before or after the chosen one too when the
+    # reader scores that neighbour within this margin of it (its final score), and both together fit
+    # in ``quote_chars``: the reader is split when the answer spans them ("... said. He ..."). A
+    # negative margin quotes one sentence.
+    pair_margin: float = -1.0
+    quote_chars: int = 300
 
 
 @dataclass(frozen=True)
@@ -337,6 +344,33 @@ def read_sentences(
     ]
 
 
+def quote_bounds(top: Sentence, read: Sequence[Sentence], options: AnswerOptions) -> tuple[int, int]:
+    """Where the quote lies in the chosen sentence's passage: the sentence itself, or it and the
+    neighbour the reader scores nearly as well (``read`` is best first, ``top`` its first)."""
+    if options.pair_margin < 0 or top.reader_logit is None:
+        return top.start, top.end
+    chunk = top.hit.chunk
+    try:
+        i = chunk.sentences.index((top.start, top.end))
+    except ValueError:
+        return top.start, top.end
+    # Overlapping passages share sentences: a neighbour may have been read in the other passage.
+    neighbours = {
+        chunk.start + a: (a, b)
+        for a, b in (chunk.sentences[j] for j in (i - 1, i + 1) if 0 <= j < len(chunk.sentences))
+    }
+    weights = (options.reader_feature_weight, options.reader_span_weight)
+    for other in read[1:]:
+        if top.final(*weights) - other.final(*weights) > options.pair_margin:
+            break
+        place = neighbours.get(other.hit.chunk.start + other.start)
+        if other.hit.article.id == top.hit.article.id and place is not None:
+            start, end = min(top.start, place[0]), max(top.end, place[1])
+            if end - start <= options.quote_chars:
+                return start, end
+    return top.start, top.end
+
+
 def rerank(
     question: str, query: np.ndarray, hits: Sequence[Hit], reader: Reader, depth: int, rrf_k: int = 10
 ) -> list[Hit]:
@@ -396,7 +430,9 @@ def answer(
     order, text, answered, chosen = list(hits), NOT_FOUND, False, ""
     if sentences:
         # The passage of the best sentence leads the citations, answered or not: it is the closest.
-        top = sentences[0]
+        start, end = quote_bounds(sentences[0], sentences, options)
+        top = replace(sentences[0], start=start, end=end)
+        best_in[top.hit.chunk.id] = top  # its citation bolds the whole quote
         order = [top.hit] + [h for h in hits if h.chunk.id != top.hit.chunk.id]
         chosen = top.hit.chunk.text[top.start : top.end]
         answered = sure

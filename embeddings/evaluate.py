@@ -47,7 +47,8 @@ class Row:
     questions: int = 0
     recall: dict[int, float] = field(default_factory=dict)
     mrr10: float = 0.0
-    sentence_hit: float = 0.0
+    sentence_hit: float = 0.0  # the quote holds a gold answer
+    quote_chars: float = 0.0  # the quote's mean length: one sentence, or two (AnswerOptions.pair_margin)
     abstain_unanswerable: float | None = None
     refuse_answerable: float = 0.0
     latency_ms: float = 0.0
@@ -107,7 +108,7 @@ def is_relevant(hit: Hit, question: Question, gold_articles: set[str]) -> bool:
 
 
 def sentence_hit(result: Answer, question: Question) -> bool:
-    """Does the sentence the bot would quote hold a gold answer (whether or not it abstained)?"""
+    """Does the quote the bot would give hold a gold answer (whether or not it abstained)?"""
     sentence = normalise(result.sentence)
     return bool(sentence) and any(normalise(a) in sentence for a in question.answers)
 
@@ -154,7 +155,7 @@ def evaluate(
         name = fusion if reader is None else f"{fusion} + reader"
         row = Row(name + (f", reranking {depth}" if reader is not None and depth else ""))
         recall = dict.fromkeys(KS, 0)
-        answerable = unanswerable = abstained = refused = hits_at_sentence = 0
+        answerable = unanswerable = abstained = refused = hits_at_sentence = quoted = 0
         extra = extra_relevant = 0
         mrr = 0.0
         conf_yes, conf_no = [], []
@@ -174,6 +175,7 @@ def evaluate(
                     recall[k] += first is not None and first <= k
                 mrr += 1.0 / first if first else 0.0
                 hits_at_sentence += sentence_hit(result, question)
+                quoted += len(result.sentence)
                 refused += not result.answered
                 if result.answered:
                     by_chunk = {h.chunk.text: h for h in hits}
@@ -191,6 +193,7 @@ def evaluate(
             row.recall = {k: recall[k] / answerable for k in KS}
             row.mrr10 = mrr / answerable
             row.sentence_hit = hits_at_sentence / answerable
+            row.quote_chars = quoted / answerable
             row.refuse_answerable = refused / answerable
         row.extra_citations = extra
         if extra:
@@ -218,17 +221,17 @@ def calibrate(answerable: Sequence[float], unanswerable: Sequence[float]) -> tup
 
 def format_table(rows: Sequence[Row]) -> str:
     head = (
-        "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence "
+        "| retrieval | questions | R@1 | R@5 | R@10 | MRR@10 | answer sentence | quote chars "
         "| abstains (no answer) | refuses (answerable) | citations [2]+ relevant | ms/question |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         abstain = "-" if r.abstain_unanswerable is None else f"{r.abstain_unanswerable:.3f}"
         relevant = "-" if r.extra_relevant is None else f"{r.extra_relevant:.3f} of {r.extra_citations}"
         lines.append(
             f"| {r.name} | {r.questions} | {r.recall.get(1, 0):.3f} | {r.recall.get(5, 0):.3f} | "
-            f"{r.recall.get(10, 0):.3f} | {r.mrr10:.3f} | {r.sentence_hit:.3f} | {abstain} | "
-            f"{r.refuse_answerable:.3f} | {relevant} | {r.latency_ms:.1f} |"
+            f"{r.recall.get(10, 0):.3f} | {r.mrr10:.3f} | {r.sentence_hit:.3f} | {r.quote_chars:.0f} | "
+            f"{abstain} | {r.refuse_answerable:.3f} | {relevant} | {r.latency_ms:.1f} |"
         )
     return "\n".join(lines)
 

@@ -63,7 +63,7 @@ class Hit:
 
 @dataclass(frozen=True)
 class Citation:
-    """A cited passage; ``answer_start:answer_end`` locates the answer sentence inside ``passage``."""
+    """A cited passage; ``answer_start:answer_end`` locates the quote inside ``passage``."""
 
     n: int
     article: Article
@@ -83,5 +83,6 @@ class Answer:
     # With the reader: its probability that ``text`` answers (or, abstaining, that the closest sentence
     # would have); without it, the hand-made features' score (see docs/quality.md).
     confidence: float = 0.0
-    # The sentence chosen, even when the answer abstains (what evaluation checks).
+    # The quote chosen, even when the answer abstains (what evaluation checks): a sentence, or two
+    # adjacent ones when the reader is split between them (AnswerOptions.pair_margin).
     sentence: str = ""

@@ -52,8 +52,9 @@ class Settings:
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
     reader: bool = True
-    reader_sentences: int = 8
+    reader_sentences: int = 4
     reader_threshold: float = 0.0
+    pair_margin: float = 4.0
     max_question_chars: int = 1000
     # discord
     guild_id: int | None = None
