@@ -1,10 +1,15 @@
 """Write questions from the SQuAD train articles the reader never trains on, as an eval file.
 
-    .venv/bin/python training/held_out_questions.py OUT.jsonl [--n 600]
+    .venv/bin/python training/held_out_questions.py OUT.jsonl [--n 600] [--swapped SWAPPED.jsonl]
 
 The lines have `newsbot eval`'s layout (question, answers, title, context), so the reader's settings
 (how many sentences it reads, how its score combines with the features) can be chosen on questions
 that are neither training data nor a reported dev set. Written outside the repo: it is SQuAD's text.
+
+``--swapped`` also writes the same questions made unanswerable the way the training's unanswerable
+copies are (a name or number the paragraph holds swapped for another of the article's), with no
+answers: abstaining can be calibrated on questions about a stored paragraph that it does not answer,
+like SQuAD 2's, without reading SQuAD 2's dev set.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.train_reader import load_squad  # noqa: E402
+from training.train_reader import load_squad, paragraph_words, swapped  # noqa: E402
 
 
 def main() -> int:
@@ -29,8 +34,10 @@ def main() -> int:
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/squad11_train/train-v1.1.json.gz"))
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--swapped", help="also write unanswerable copies of the same questions here")
     args = parser.parse_args()
-    held = list(load_squad(Path(args.data)).held)
+    squad = load_squad(Path(args.data))
+    held = list(squad.held)
     random.Random(args.seed).shuffle(held)
     with open(args.out, "w", encoding="utf-8") as out:
         for item in held[: args.n]:
@@ -43,6 +50,21 @@ def main() -> int:
                 "context": " ".join(item.sentences),
             }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if args.swapped:
+        rng = random.Random(args.seed)
+        words = paragraph_words(squad)
+        with open(args.swapped, "w", encoding="utf-8") as out:
+            for item in held[: args.n]:
+                made = swapped(rng, item, words, 0)
+                if made is not None:
+                    record = {
+                        "id": item.id + "-swapped",
+                        "question": made[0],
+                        "answers": [],
+                        "title": item.title,
+                        "context": " ".join(item.sentences),
+                    }
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return 0
 
 

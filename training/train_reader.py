@@ -156,6 +156,57 @@ def group_for(
     return group
 
 
+_NAME_OR_NUMBER = re.compile(r"(?<!^)\b[A-Z][\w'-]+|\b\d[\d,.]*\d\b|\b\d\b")
+_MID_SENTENCE_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][\w'-]+")
+_NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+
+
+Words = tuple[frozenset[str], frozenset[str]]
+
+
+def paragraph_words(squad: Squad) -> list[list[Words]]:
+    """Per article, per paragraph: the names it holds (capitalised mid-sentence, not words that merely
+    open a sentence) and its numbers."""
+    return [
+        [
+            (
+                frozenset(m.group(0) for s in sentences for m in _MID_SENTENCE_NAME.finditer(s)),
+                frozenset(m.group(0) for s in sentences for m in _NUMBER.finditer(s)),
+            )
+            for sentences in article
+        ]
+        for article in squad.paragraphs
+    ]
+
+
+def swapped(
+    rng: random.Random, item: Item, words: list[list[Words]], negatives: int
+) -> tuple[str, list[Pair]] | None:
+    """The question made unanswerable, as SQuAD 2's writers often did: one of its names or numbers
+    that the paragraph holds is replaced by another of the article's that the paragraph does not
+    hold. Every sentence of the paragraph is then a negative, the one that answered first."""
+    paragraph = " ".join(item.sentences).lower()
+    anchors = [m for m in _NAME_OR_NUMBER.finditer(item.question) if m.group(0).lower() in paragraph]
+    if not anchors:
+        return None
+    anchor = rng.choice(anchors)
+    numeric = anchor.group(0)[0].isdigit()
+    pool = {
+        word
+        for p, (names, numbers) in enumerate(words[item.article])
+        if p != item.paragraph
+        for word in (numbers if numeric else names)
+        if word.lower() not in paragraph
+    }
+    if not pool:
+        return None
+    question = item.question[: anchor.start()] + rng.choice(sorted(pool)) + item.question[anchor.end() :]
+    others = [s for i, s in enumerate(item.sentences) if i != item.positive]
+    rng.shuffle(others)
+    chosen = [item.sentences[item.positive], *others[:negatives]]
+    return question, [Pair(item.title, s, 0.0, None) for s in chosen]
+
+
 def collate(
     tokenizer: object, batch: list[tuple[str, list[Pair]]], max_tokens: int, micro: int = 12
 ) -> dict[str, object]:
@@ -327,6 +378,19 @@ def main() -> int:
     parser.add_argument(
         "--other-article", type=float, default=0.3, help="share given another article's sentence"
     )
+    parser.add_argument(
+        "--unanswerable",
+        type=float,
+        default=0.0,
+        help="share of questions also given as an unanswerable copy (a name or number swapped)",
+    )
+    parser.add_argument("--init", help="start from these weights (a run's reader.pt) instead of the base")
+    parser.add_argument(
+        "--from-step",
+        type=int,
+        default=0,
+        help="begin at this step of the plan: with --init and the same seed and batch, where that run ended",
+    )
     parser.add_argument("--point-weight", type=float, default=0.5)
     parser.add_argument("--span-weight", type=float, default=0.3)
     parser.add_argument("--micro", type=int, default=12, help="pairs per micro-batch (sorted by length)")
@@ -378,7 +442,19 @@ def main() -> int:
             (it.question, group_for(erng, it, squad, args.negatives, args.same_article, args.other_article))
             for it in order
         ]
-        plan.extend(groups[s : s + args.batch] for s in range(0, len(groups), args.batch))
+        if args.unanswerable:
+            words = paragraph_words(squad)
+            # Drawn from their own generator: the answerable groups stay those of a run without them.
+            urng = random.Random(args.seed * 1000 + epoch + 500)
+            steps = [groups[s : s + args.batch] for s in range(0, len(groups), args.batch)]
+            for batch_groups, start in zip(steps, range(0, len(order), args.batch), strict=True):
+                for it in order[start : start + args.batch]:
+                    made = swapped(urng, it, words, 1) if urng.random() < args.unanswerable else None
+                    if made is not None:
+                        batch_groups.append(made)
+            plan.extend(steps)
+        else:
+            plan.extend(groups[s : s + args.batch] for s in range(0, len(groups), args.batch))
     total_steps = len(plan)
     print(
         f"{len(train)} training questions ({len(squad.held)} held out), {args.epochs} epoch(s), "
@@ -395,7 +471,8 @@ def main() -> int:
 
     def progress() -> float:
         """How far through the run: by steps, or by the time budget when that ends it first."""
-        return min(1.0, max(step / total_steps, elapsed / budget))
+        steps = (step - args.from_step) / max(total_steps - args.from_step, 1)
+        return min(1.0, max(steps, elapsed / budget))
 
     def set_lr() -> None:
         # Linear warm-up over the first 5%, then linear decay to 0 at the end of the run.
@@ -404,7 +481,9 @@ def main() -> int:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * max(scale, 0.0)
 
-    step = 0
+    if args.init:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
+    step = args.from_step
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
@@ -465,7 +544,7 @@ def main() -> int:
     bar.close()
     save()
     torch.save(model.state_dict(), out / "reader.pt")
-    questions = step * args.batch
+    questions = (step - args.from_step) * args.batch
     print(
         f"done: {step} steps, {questions} questions in {elapsed / 60:.1f} min "
         f"({questions / max(elapsed, 1):.1f} questions/s); "
