@@ -57,6 +57,12 @@ def main() -> int:
         "--quotes", action="store_true", help="only the table of two-sentence quotes, as the settings read"
     )
     parser.add_argument(
+        "--abstain",
+        metavar="SWAPPED",
+        help="only the abstention table: these unanswerable copies of the stored questions "
+        "(training/held_out_questions.py --swapped) join the ones whose paragraph is not stored",
+    )
+    parser.add_argument(
         "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
     )
     args = parser.parse_args()
@@ -80,6 +86,7 @@ def main() -> int:
     options = answer_options(settings)
     search = search_options(settings)
     grid = [(w, v) for v in SPAN_WEIGHTS for w in WEIGHTS]
+    shipped = (options.reader_feature_weight, options.reader_span_weight)
 
     features_confidence: dict[str, float] = {}
 
@@ -104,6 +111,10 @@ def main() -> int:
     queries = engine.encoder.encode([q.question for q in questions])
     if args.quotes:
         return quotes(questions, queries, options.reader_sentences, candidates, options)
+    if args.abstain:
+        swapped = read_questions(Path(args.abstain))
+        groups = {"paragraph not stored": unanswerable, "a name or number swapped": swapped}
+        return abstention(engine, questions, groups, candidates, features_confidence, options)
     off_queries = engine.encoder.encode([q.question for q in unanswerable])
     print(
         f"{len(questions)} answerable questions (paragraph stored), "
@@ -137,7 +148,7 @@ def main() -> int:
                 reader_right = right(best.hit.chunk.text[best.start : best.end])
                 hits_by_weight[w, v] += reader_right
                 chosen_yes[w, v].append(best.probability)
-                if args.wins and (w, v) == (1.0, 0.0) and reader_right and not features_right:
+                if args.wins and (w, v) == shipped and reader_right and not features_right:
                     print(f"win (reads {n}): {question.question}", file=sys.stderr)
         total = len(questions)
         best_key = max(grid, key=lambda key: hits_by_weight[key])
@@ -206,6 +217,51 @@ def quotes(
         print(
             f"| {margin} | {right / total:.3f} | {pairs / total:.3f} | {np.mean(lengths):.0f} "
             f"| {max(lengths)} |"
+        )
+    return 0
+
+
+def abstention(
+    engine: Engine,
+    questions: list[Question],
+    groups: dict[str, list[Question]],
+    candidates: Callable[[str, np.ndarray, int], tuple[list[Sentence], list[Sentence]]],
+    features_confidence: dict[str, float],
+    options: AnswerOptions,
+) -> int:
+    """Answer when the features' confidence + w x (the reader's probability - 0.5) reaches a
+    threshold: for each w, the best threshold and what it answers and refuses, and the same at the
+    shipped threshold."""
+    weights = (options.reader_feature_weight, options.reader_span_weight)
+
+    def scores(asked: list[Question]) -> tuple[np.ndarray, np.ndarray]:
+        confidence, probability = [], []
+        queries = engine.encoder.encode([q.question for q in asked])
+        for question, query in zip(asked, queries, strict=True):
+            _, read = candidates(question.question, query, options.reader_sentences)
+            confidence.append(features_confidence[question.question])
+            probability.append(max(read, key=lambda s: s.final(*weights)).probability if read else 0.0)
+        return np.asarray(confidence), np.asarray(probability)
+
+    yes = scores(questions)
+    no = {name: scores(asked) for name, asked in groups.items()}
+    print(f"{len(questions)} answerable; " + ", ".join(f"{len(g)} {name}" for name, g in groups.items()))
+    names = list(no)
+    print(
+        "| w | best threshold | answers | abstains (all) | "
+        + " | ".join(f"at {options.threshold}: abstains ({n})" for n in names)
+        + f" | at {options.threshold}: answers |"
+    )
+    print("|---|---|---|---|" + "---|" * len(names) + "---|")
+    for w in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2):
+        combined_yes = yes[0] + w * (yes[1] - 0.5)
+        combined_no = {n: c + w * (p - 0.5) for n, (c, p) in no.items()}
+        everything_no = np.concatenate(list(combined_no.values()))
+        threshold, answered, abstained = calibrate(combined_yes, everything_no)
+        fixed = " | ".join(f"{np.mean(combined_no[n] < options.threshold):.1%}" for n in names)
+        print(
+            f"| {w} | {threshold:.3f} | {answered:.1%} | {abstained:.1%} | {fixed} "
+            f"| {np.mean(combined_yes >= options.threshold):.1%} |"
         )
     return 0
 

@@ -54,6 +54,7 @@ class Settings:
     reader: bool = True
     reader_sentences: int = 4
     reader_threshold: float = 0.0
+    reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0
     max_question_chars: int = 1000
     # discord

@@ -51,7 +51,8 @@ LIGHTHOUSE_V2 = (
     "repairs costing forty thousand pounds.\n"
 )
 LIGHTHOUSE_Q = "How much did the Corran Point lighthouse repairs cost?"
-FERRY_Q = "Why was the Skye ferry not running?"
+# Asked directly: the reader doubts "Why was the Skye ferry not running?" (probability 0.1; docs/quality.md)
+FERRY_Q = "How long did the Skye ferry strike last?"
 
 
 def wait_for(condition: Callable[[], T], timeout: float = ARRIVAL_TIMEOUT, what: str = "") -> T:
