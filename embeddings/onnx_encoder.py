@@ -37,9 +37,6 @@ from embeddings.onnx_model import (
     read_checked,
     read_manifest,
 )
-from embeddings.onnx_model import (
-    default_threads as default_threads,  # re-exported: it lived here before, and the reader imports it
-)
 
 SHIPPED = "minilm"  # models/minilm/: the default model's int8 file and tokenizer
 

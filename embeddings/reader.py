@@ -118,7 +118,8 @@ def length_groups(lengths: Sequence[int], waste: float = 0.25) -> list[list[int]
     """The indices of ``lengths`` in batches of similar length, shortest first: a batch is padded to
     its longest, and a new one starts where padding would add more than ``waste`` of the real work.
     One batch of 8 BBC sentences padded 28% more word pieces than it read; grouped, reading took 37 ms
-    instead of 40 at the median, with the same scores."""
+    instead of 40 at the median. Scores move only by int8 rounding (activations are quantised per
+    batch)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     groups: list[list[int]] = []
     real = 0

@@ -17,6 +17,11 @@ Articles whose index is 7 mod 20 are held out (settings are chosen on them); the
 
     .venv/bin/python training/train_reader.py --out ../reader-run [--questions N] [--minutes M]
 
+A second stage goes on from a run's weights over the steps it never reached (``--init RUN/reader.pt
+--from-step N``, same seed and batch), and ``--unanswerable P`` gives a share P of questions an
+unanswerable copy as well: a name or number the paragraph holds swapped for another of the article's,
+every sentence of the paragraph a negative (SQuAD 1.1 has no unanswerable questions).
+
 Re-running the same command resumes from ``OUT/checkpoint.pt``. With ``--minutes`` the run ends (its
 learning rate decayed to 0) when that much training time is spent, if the planned steps would take
 longer (the log says how many questions it saw). Needs the ``torch`` extra.
