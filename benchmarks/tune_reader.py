@@ -30,6 +30,7 @@ from embeddings.answer import (
     AnswerOptions,
     Sentence,
     answer_confidence,
+    by_reader,
     quote_bounds,
     read_sentences,
     score_sentences,
@@ -114,7 +115,7 @@ def main() -> int:
     if args.abstain:
         swapped = read_questions(Path(args.abstain))
         groups = {"paragraph not stored": unanswerable, "a name or number swapped": swapped}
-        return abstention(engine, questions, groups, candidates, features_confidence, options)
+        return abstention(engine, questions, queries, groups, candidates, features_confidence, options)
     off_queries = engine.encoder.encode([q.question for q in unanswerable])
     print(
         f"{len(questions)} answerable questions (paragraph stored), "
@@ -196,11 +197,10 @@ def quotes(
     answer hit rate of the quote, how often it is two sentences, and its length."""
     print("| pair margin | quote holds the answer | two sentences | quote chars (mean) | (max) |")
     print("|---|---|---|---|---|")
-    readings = []
-    for question, query in zip(questions, queries, strict=True):
-        _, read = candidates(question.question, query, n)
-        weights = (options.reader_feature_weight, options.reader_span_weight)
-        readings.append((question, sorted(read, key=lambda s: -s.final(*weights))))
+    readings = [
+        (question, by_reader(candidates(question.question, query, n)[1], options))
+        for question, query in zip(questions, queries, strict=True)
+    ]
     for margin in MARGINS:
         settings = replace(options, pair_margin=margin)
         right = pairs = 0
@@ -224,6 +224,7 @@ def quotes(
 def abstention(
     engine: Engine,
     questions: list[Question],
+    queries: np.ndarray,
     groups: dict[str, list[Question]],
     candidates: Callable[[str, np.ndarray, int], tuple[list[Sentence], list[Sentence]]],
     features_confidence: dict[str, float],
@@ -232,19 +233,20 @@ def abstention(
     """Answer when the features' confidence + w x (the reader's probability - 0.5) reaches a
     threshold: for each w, the best threshold and what it answers and refuses, and the same at the
     shipped threshold."""
-    weights = (options.reader_feature_weight, options.reader_span_weight)
 
-    def scores(asked: list[Question]) -> tuple[np.ndarray, np.ndarray]:
+    def scores(asked: list[Question], queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         confidence, probability = [], []
-        queries = engine.encoder.encode([q.question for q in asked])
         for question, query in zip(asked, queries, strict=True):
-            _, read = candidates(question.question, query, options.reader_sentences)
+            read = by_reader(candidates(question.question, query, options.reader_sentences)[1], options)
             confidence.append(features_confidence[question.question])
-            probability.append(max(read, key=lambda s: s.final(*weights)).probability if read else 0.0)
+            probability.append(read[0].probability if read else 0.0)
         return np.asarray(confidence), np.asarray(probability)
 
-    yes = scores(questions)
-    no = {name: scores(asked) for name, asked in groups.items()}
+    yes = scores(questions, queries)
+    no = {
+        name: scores(asked, engine.encoder.encode([q.question for q in asked]))
+        for name, asked in groups.items()
+    }
     print(f"{len(questions)} answerable; " + ", ".join(f"{len(g)} {name}" for name, g in groups.items()))
     names = list(no)
     print(

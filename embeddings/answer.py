@@ -348,6 +348,11 @@ def read_sentences(
     ]
 
 
+def by_reader(read: Sequence[Sentence], options: AnswerOptions) -> list[Sentence]:
+    """Sentences the reader scored, best first by its logit and the options' weights of the rest."""
+    return sorted(read, key=lambda s: -s.final(options.reader_feature_weight, options.reader_span_weight))
+
+
 def quote_bounds(top: Sentence, read: Sequence[Sentence], options: AnswerOptions) -> tuple[int, int]:
     """Where the quote lies in the chosen sentence's passage: the sentence itself, or it and the
     neighbour the reader scores nearly as well (``read`` is best first, ``top`` its first)."""
@@ -364,8 +369,9 @@ def quote_bounds(top: Sentence, read: Sequence[Sentence], options: AnswerOptions
         for a, b in (chunk.sentences[j] for j in (i - 1, i + 1) if 0 <= j < len(chunk.sentences))
     }
     weights = (options.reader_feature_weight, options.reader_span_weight)
+    best = top.final(*weights)
     for other in read[1:]:
-        if top.final(*weights) - other.final(*weights) > options.pair_margin:
+        if best - other.final(*weights) > options.pair_margin:
             break
         place = neighbours.get(other.hit.chunk.start + other.start)
         if other.hit.article.id == top.hit.article.id and place is not None:
@@ -420,10 +426,7 @@ def answer(
     use_reader = reader is not None and options.reader_sentences > 0 and bool(sentences)
     if use_reader:
         assert reader is not None
-        read = read_sentences(question, sentences, reader, options.reader_sentences)
-        sentences = sorted(
-            read, key=lambda s: -s.final(options.reader_feature_weight, options.reader_span_weight)
-        )
+        sentences = by_reader(read_sentences(question, sentences, reader, options.reader_sentences), options)
         # The features' confidence rejects questions on another subject best, the reader's
         # probability questions the right article does not answer (docs/quality.md): it moves the
         # features' bar, and can also veto on its own.

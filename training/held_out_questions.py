@@ -23,7 +23,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.train_reader import load_squad, paragraph_words, swapped  # noqa: E402
+from training.train_reader import Item, load_squad, paragraph_words, swapped  # noqa: E402
+
+
+def line(item: Item, record_id: str, question: str, answers: list[str]) -> str:
+    """One question in `newsbot eval`'s layout, over the item's paragraph."""
+    record = {
+        "id": record_id,
+        "question": question,
+        "answers": answers,
+        "title": item.title,
+        "context": " ".join(item.sentences),
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def main() -> int:
@@ -42,14 +54,7 @@ def main() -> int:
     with open(args.out, "w", encoding="utf-8") as out:
         for item in held[: args.n]:
             answer = item.sentences[item.positive][item.answer[0] : item.answer[1]]
-            record = {
-                "id": item.id,
-                "question": item.question,
-                "answers": [answer],
-                "title": item.title,
-                "context": " ".join(item.sentences),
-            }
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(line(item, item.id, item.question, [answer]))
     if args.swapped:
         rng = random.Random(args.seed)
         words = paragraph_words(squad)
@@ -57,14 +62,7 @@ def main() -> int:
             for item in held[: args.n]:
                 made = swapped(rng, item, words, 0)
                 if made is not None:
-                    record = {
-                        "id": item.id + "-swapped",
-                        "question": made[0],
-                        "answers": [],
-                        "title": item.title,
-                        "context": " ".join(item.sentences),
-                    }
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.write(line(item, item.id + "-swapped", made[0], []))
     return 0
 
 

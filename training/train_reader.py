@@ -161,9 +161,9 @@ def group_for(
     return group
 
 
-_NAME_OR_NUMBER = re.compile(r"(?<!^)\b[A-Z][\w'-]+|\b\d[\d,.]*\d\b|\b\d\b")
-_MID_SENTENCE_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][\w'-]+")
 _NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+_NAME_OR_NUMBER = re.compile(rf"(?<!^)\b[A-Z][\w'-]+|{_NUMBER.pattern}")
+_MID_SENTENCE_NAME = re.compile(r"(?<=[a-z,;] )[A-Z][\w'-]+")
 
 
 Words = tuple[frozenset[str], frozenset[str]]
@@ -439,6 +439,7 @@ def main() -> int:
     random.Random(5).shuffle(held)
     held = held[:400]
     plan: list[list[tuple[str, list[Pair]]]] = []
+    words = paragraph_words(squad) if args.unanswerable else []
     for epoch in range(args.epochs):
         erng = random.Random(args.seed * 1000 + epoch)
         order = list(train)
@@ -447,19 +448,16 @@ def main() -> int:
             (it.question, group_for(erng, it, squad, args.negatives, args.same_article, args.other_article))
             for it in order
         ]
-        if args.unanswerable:
-            words = paragraph_words(squad)
-            # Drawn from their own generator: the answerable groups stay those of a run without them.
-            urng = random.Random(args.seed * 1000 + epoch + 500)
-            steps = [groups[s : s + args.batch] for s in range(0, len(groups), args.batch)]
-            for batch_groups, start in zip(steps, range(0, len(order), args.batch), strict=True):
+        # Drawn from their own generator: the answerable groups stay those of a run without them.
+        urng = random.Random(args.seed * 1000 + epoch + 500)
+        for start in range(0, len(order), args.batch):
+            step_groups = groups[start : start + args.batch]
+            if args.unanswerable:
                 for it in order[start : start + args.batch]:
                     made = swapped(urng, it, words, 1) if urng.random() < args.unanswerable else None
                     if made is not None:
-                        batch_groups.append(made)
-            plan.extend(steps)
-        else:
-            plan.extend(groups[s : s + args.batch] for s in range(0, len(groups), args.batch))
+                        step_groups.append(made)
+            plan.append(step_groups)
     total_steps = len(plan)
     print(
         f"{len(train)} training questions ({len(squad.held)} held out), {args.epochs} epoch(s), "
