@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from embeddings.keyword import question_terms, tokenize
-from embeddings.reader import Reader, sigmoid
+from embeddings.reader import Candidate, Reader, sigmoid
 from embeddings.records import Answer, Citation, Hit
 
 NOT_FOUND = "The articles do not say."
@@ -339,13 +339,20 @@ def read_sentences(
     """The ``count`` best sentences (by the features), each scored by the reader as an answer to the
     question, still in the features' order. ``Sentence.probability`` is the reader's."""
     chosen = list(sentences[:count])
-    reading = reader.read(
-        question, [(s.hit.article.title, s.hit.chunk.text[s.start : s.end]) for s in chosen]
-    )
+    reading = reader.read(question, [candidate(s) for s in chosen])
     return [
         replace(s, reader_logit=float(logit), reader_span=float(span))
         for s, logit, span in zip(chosen, reading.scores, reading.span_scores, strict=True)
     ]
+
+
+def candidate(sentence: Sentence) -> Candidate:
+    """The sentence as the reader reads it: with its article's title and the sentence before it in
+    its passage (none for a passage's first)."""
+    chunk, span = sentence.hit.chunk, (sentence.start, sentence.end)
+    i = chunk.sentences.index(span) if span in chunk.sentences else 0
+    before = chunk.text[slice(*chunk.sentences[i - 1])] if i > 0 else ""
+    return Candidate(sentence.hit.article.title, chunk.text[sentence.start : sentence.end], before)
 
 
 def by_reader(read: Sequence[Sentence], options: AnswerOptions) -> list[Sentence]:

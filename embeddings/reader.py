@@ -1,7 +1,8 @@
 """The reader: a small cross-encoder that reads the question with a candidate sentence and scores it.
 
 all-MiniLM-L6-v2 fine-tuned on SQuAD 1.1 (training/train_reader.py) reads ``[CLS] question [SEP]
-title: sentence [SEP]`` for each candidate. Its [CLS] output gives the pair's score, a logit:
+title: sentence [SEP] the sentence before [SEP]`` for each candidate: the sentence before (its first
+words) tells who "he" or "the company" is. Its [CLS] output gives the pair's score, a logit:
 trained with a softmax over a question's candidate sentences (the other sentences of its paragraph,
 and sentences of other paragraphs and stories) and a logistic loss on each pair, so ``sigmoid(score)``
 reads as the probability that the sentence answers. Its word-piece outputs mark where the answer
@@ -17,8 +18,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from tokenizers import Encoding
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "reader"
 MODEL_FILE = "reader_int8.onnx"
@@ -30,11 +33,22 @@ class ReaderError(RuntimeError):
     """The reader model cannot be found or loaded."""
 
 
-def pair_text(title: str, sentence: str) -> tuple[str, int]:
-    """The second text of a pair (``title: sentence``), and where the sentence starts in it."""
-    title = " ".join(title.replace("_", " ").split())
+class Candidate(NamedTuple):
+    """A sentence to read, with its article's title and the sentence before it in the passage."""
+
+    title: str
+    sentence: str
+    before: str = ""
+
+
+def pair_text(candidate: Candidate, context_words: int) -> tuple[str, int]:
+    """The second text of a pair (``title: sentence [SEP] before``, the sentence before cut to its
+    first ``context_words`` words, none when 0), and where the sentence starts in it."""
+    title = " ".join(candidate.title.replace("_", " ").split())
     prefix = f"{title}: " if title else ""
-    return prefix + sentence, len(prefix)
+    before = " ".join(candidate.before.split()[:context_words])
+    # [SEP] is the tokenizer's own separator (an added token), so the context reads as a third part.
+    return prefix + candidate.sentence + (f" [SEP] {before}" if before else ""), len(prefix)
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
@@ -65,6 +79,8 @@ class Reader:
         config_file = folder / "reader.json"
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
         self.max_tokens = int(config.get("max_tokens", MAX_TOKENS))
+        # How many words of the sentence before it the model was trained to read (0: none).
+        self.context_words = int(config.get("context_words", 0))
         self._tokenizer = load_tokenizer(folder / "tokenizer.json", max_length=self.max_tokens)
         self._pad = self._tokenizer.token_to_id("[PAD]") or 0
         try:
@@ -72,12 +88,12 @@ class Reader:
         except Exception as err:  # onnxruntime raises its own exception types
             raise ReaderError(f"cannot load the reader model {model}: {err}") from err
 
-    def read(self, question: str, candidates: Sequence[tuple[str, str]]) -> Reading:
-        """Score each ``(title, sentence)`` as an answer to ``question``, in batches of similar length."""
+    def read(self, question: str, candidates: Sequence[Candidate]) -> Reading:
+        """Score each candidate sentence as an answer to ``question``, in batches of similar length."""
         if not candidates:
             empty = np.zeros(0, dtype=np.float32)
             return Reading(empty, empty, (), 0)
-        texts = [pair_text(title, sentence) for title, sentence in candidates]
+        texts = [pair_text(c, self.context_words) for c in candidates]
         encodings = self._tokenizer.encode_batch([(question, text) for text, _ in texts])
         n = len(encodings)
         logits = np.zeros((n, max(len(e.ids) for e in encodings), 3), dtype=np.float32)
@@ -98,12 +114,7 @@ class Reader:
         span_scores = np.full(n, -np.inf, dtype=np.float32)
         spans: list[tuple[int, int] | None] = []
         for k, (enc, (_, prefix)) in enumerate(zip(encodings, texts, strict=True)):
-            # Only the sentence's own word pieces can hold the answer, not the title's.
-            tokens = [
-                t
-                for t, (seq, (a, _)) in enumerate(zip(enc.sequence_ids, enc.offsets, strict=True))
-                if seq == 1 and a >= prefix
-            ]
+            tokens = sentence_tokens(enc, prefix, len(candidates[k].sentence))
             if not tokens:
                 spans.append(None)
                 continue
@@ -112,6 +123,16 @@ class Reader:
             spans.append((enc.offsets[tokens[i]][0] - prefix, enc.offsets[tokens[j]][1] - prefix))
         read = sum(len(e.ids) for e in encodings)
         return Reading(logits[:, 0, 0].copy(), span_scores, tuple(spans), read)
+
+
+def sentence_tokens(encoding: Encoding, start: int, length: int) -> list[int]:
+    """The word pieces of the pair's sentence (its second text from ``start``, ``length`` characters):
+    only they can hold the answer, not the title's or the sentence before's."""
+    return [
+        t
+        for t, (seq, (a, _)) in enumerate(zip(encoding.sequence_ids, encoding.offsets, strict=True))
+        if seq == 1 and start <= a < start + length
+    ]
 
 
 def length_groups(lengths: Sequence[int], waste: float = 0.25) -> list[list[int]]:

