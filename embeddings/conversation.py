@@ -161,13 +161,19 @@ def respond(
         return replace(result, question=resolved.question), hits
     # The sentence is picked by the follow-up's own words: the carried topic would favour sentences
     # about the topic over the one answering (measured: 0.38 of answer sentences vs 0.73). Whether
-    # the articles answer at all is judged on the whole resolved question, which a short follow-up
-    # alone covers too thinly.
+    # the articles answer at all is judged by the features on the whole resolved question, which a
+    # short follow-up alone covers too thinly, and by the reader on the follow-up's own words: the
+    # resolved question is a string of carried keywords, unlike any question it was trained on.
     own = searcher.embed_query(resolved.question)
     result = answer(resolved.question, own, leading, searcher.idf(resolved.question), options, reader)
-    judged = answer(resolved.query, query, leading, searcher.idf(resolved.query), options, reader)
+    judged = answer(resolved.query, query, leading, searcher.idf(resolved.query), options)
     confidence = max(result.confidence, judged.confidence)
-    if result.citations and not result.answered and judged.answered:
+    sure = judged.answered
+    if reader is not None and options.reader_sentences > 0:
+        probability = confidence = result.confidence
+        moved = judged.confidence + options.reader_abstain_weight * (probability - 0.5)
+        sure = moved >= options.threshold and probability >= options.reader_threshold
+    if result.citations and not result.answered and sure:
         # Abstaining, the answer bolds nothing: bold the chosen sentence in the first citation now.
         top = result.citations[0]
         start = max(top.passage.find(result.sentence), 0)

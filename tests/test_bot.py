@@ -128,7 +128,9 @@ async def test_reindex_is_for_managers_only(
         report = await server.wait_for_message(lambda r: r.interaction_id == allowed.id, timeout=60)
         stats = await server.send_slash_command("stats")
         counts = await server.wait_for_message(lambda r: r.interaction_id == stats.id)
-        asked = await server.send_slash_command("ask", {"question": "Why was the Skye ferry not running?"})
+        asked = await server.send_slash_command(
+            "ask", {"question": "How long did the Skye ferry strike last?"}
+        )
         answer = await server.wait_for_message(lambda r: r.interaction_id == asked.id, timeout=30)
     assert refusal.ephemeral and "Manage Server" in (refusal.content or "")
     assert "Reindexed: 1 added" in (report.content or "")

@@ -417,7 +417,9 @@ def test_sigkill_at_random_moments_never_breaks_the_store(
         planned = KILLS_PER_STAGE[min(stage, len(KILLS_PER_STAGE) - 1)]
         stage_kills = stage_runs = 0
         while True:
-            snap = snapshot(root, encoder) if (root / DB_NAME).exists() else Snapshot(0, {}, {}, {})
+            snap = (
+                snapshot(root, encoder) if (root / DB_NAME).exists() else Snapshot(0, {}, {}, {}, set(), None)
+            )
             files = to_embed(snap, after)
             estimate = run_seconds(files)
             clock = time.monotonic()

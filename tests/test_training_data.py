@@ -100,3 +100,17 @@ def test_the_shipped_reader_read_back_from_onnx_scores_as_the_file_does() -> Non
             scores.append(float(model(ids, torch.ones_like(ids), torch.tensor([e.type_ids]))[0, 0, 0]))
     # Dequantised weights give the int8 file's scores up to its rounding (export recorded < 0.6).
     np.testing.assert_allclose(scores, check["scores"], atol=0.6)
+
+
+def test_the_sentence_after_the_answer_can_be_made_a_sure_negative() -> None:
+    paragraph = (
+        "The treaty was signed in Geneva in 1972.",
+        "It limited missile defences.",
+        "Both sides kept it.",
+    )
+    item = Item("Where was the treaty signed?", "ABM Treaty", paragraph, 0, (25, 31), "geneva", 0, 0)
+    squad = Squad([item], [], ["ABM Treaty"], [[paragraph]])
+    for seed in range(5):
+        pairs = group_for(random.Random(seed), item, squad, 1, 0.0, 0.0, next_negative=True)
+        # Read with the answer as its sentence before, it is still no answer.
+        assert [(p.sentence, p.before, p.label) for p in pairs[1:]] == [(paragraph[1], paragraph[0], 0.0)]

@@ -137,9 +137,17 @@ def before(sentences: tuple[str, ...], i: int) -> str:
 
 
 def group_for(
-    rng: random.Random, item: Item, squad: Squad, negatives: int, same_article: float, other_article: float
+    rng: random.Random,
+    item: Item,
+    squad: Squad,
+    negatives: int,
+    same_article: float,
+    other_article: float,
+    next_negative: bool = False,
 ) -> list[Pair]:
-    """The answering sentence first, then the negatives: sentences that do not hold the answer text."""
+    """The answering sentence first, then the negatives: sentences that do not hold the answer text.
+    With ``next_negative`` the sentence after the answering one is always among them: read with the
+    answering sentence as its ``before``, it must still score low."""
     group = [
         Pair(
             item.title, item.sentences[item.positive], 1.0, item.answer, before(item.sentences, item.positive)
@@ -151,6 +159,10 @@ def group_for(
         if i != item.positive and item.answer_text not in normalise(s) and len(s) > 10
     ]
     rng.shuffle(same)
+    following = item.positive + 1
+    if next_negative and following in same:
+        same.remove(following)
+        same.insert(0, following)
     group += [
         Pair(item.title, item.sentences[i], 0.0, None, before(item.sentences, i)) for i in same[:negatives]
     ]
@@ -430,6 +442,11 @@ def main() -> int:
     parser.add_argument(
         "--context-words", type=int, default=0, help="also read this many words of the sentence before"
     )
+    parser.add_argument(
+        "--next-negative",
+        action="store_true",
+        help="always give the sentence after the answering one as a negative (the answer is its before)",
+    )
     parser.add_argument("--negatives", type=int, default=3, help="same-paragraph negatives per question")
     parser.add_argument(
         "--same-article", type=float, default=0.5, help="share given another paragraph's sentence"
@@ -502,7 +519,12 @@ def main() -> int:
         order = list(train)
         erng.shuffle(order)
         groups = [
-            (it.question, group_for(erng, it, squad, args.negatives, args.same_article, args.other_article))
+            (
+                it.question,
+                group_for(
+                    erng, it, squad, args.negatives, args.same_article, args.other_article, args.next_negative
+                ),
+            )
             for it in order
         ]
         # Drawn from their own generator: the answerable groups stay those of a run without them.
