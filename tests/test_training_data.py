@@ -98,7 +98,7 @@ def test_the_shipped_reader_read_back_from_onnx_scores_as_the_file_does() -> Non
             e = tokenizer.encode(check["question"], pair_text(candidate, reader.context_words)[0])
             ids = torch.tensor([e.ids])
             scores.append(float(model(ids, torch.ones_like(ids), torch.tensor([e.type_ids]))[0, 0, 0]))
-    # Dequantised weights give the int8 file's scores up to its rounding (export recorded < 0.6).
+    # Dequantised weights give the file's scores up to the rounding of its int8 activations.
     np.testing.assert_allclose(scores, check["scores"], atol=0.6)
 
 
