@@ -150,6 +150,7 @@ def create_database(path: Path) -> None:
     conn = connect(partial)
     try:
         conn.executescript(SCHEMA)
+        migrate(conn)  # born with today's columns: no process needs to add them later
     finally:
         conn.close()
     try:
@@ -228,8 +229,17 @@ def _missing_columns(db: sqlite3.Connection) -> list[str]:
 
 def migrate(db: sqlite3.Connection) -> None:
     """Add what later versions added to an existing store; a no-op on an up-to-date one."""
-    for statement in _missing_columns(db):
-        db.execute(statement)
+    if _missing_columns(db):
+        # Two writers opening an older store at once both saw the column missing, and the second's
+        # ALTER failed ("duplicate column name"): the check is repeated under the write lock.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _missing_columns(db):
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
     # Few items are shared in guilds: this finds them without reading every source.
     db.execute("CREATE INDEX IF NOT EXISTS sources_guild ON sources (guild) WHERE guild > 0")
 
