@@ -28,7 +28,7 @@ from embeddings.chunking import sentence_spans
 from embeddings.encoder import load_encoder
 from embeddings.evaluate import normalise
 from embeddings.keyword import question_terms, tokenize
-from embeddings.reader import Candidate, Reader, Reading
+from embeddings.reader import Reader, Reading, in_passage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -141,13 +141,7 @@ def main() -> int:
     def read(case: Case) -> Reading:
         if id(case) not in cache:
             question, title, text, spans, *_ = case
-            cache[id(case)] = reader.read(
-                question,
-                [
-                    Candidate(title, text[a:b], text[slice(*spans[i - 1])] if i else "")
-                    for i, (a, b) in enumerate(spans)
-                ],
-            )
+            cache[id(case)] = reader.read(question, in_passage(title, [text[a:b] for a, b in spans]))
         return cache[id(case)]
 
     def by_reader(case: Case) -> np.ndarray:

@@ -355,6 +355,13 @@ def candidate(sentence: Sentence) -> Candidate:
     return Candidate(sentence.hit.article.title, chunk.text[sentence.start : sentence.end], before)
 
 
+def reader_sure(confidence: float, probability: float, options: AnswerOptions) -> bool:
+    """Whether to answer with the reader: the features' ``confidence`` + the abstain weight x (the
+    reader's ``probability`` - 0.5) reaches the threshold, and the probability passes its own."""
+    moved = confidence + options.reader_abstain_weight * (probability - 0.5)
+    return moved >= options.threshold and probability >= options.reader_threshold
+
+
 def by_reader(read: Sequence[Sentence], options: AnswerOptions) -> list[Sentence]:
     """Sentences the reader scored, best first by its logit and the options' weights of the rest."""
     return sorted(read, key=lambda s: -s.final(options.reader_feature_weight, options.reader_span_weight))
@@ -438,8 +445,7 @@ def answer(
         # probability questions the right article does not answer (docs/quality.md): it moves the
         # features' bar, and can also veto on its own.
         probability = sentences[0].probability
-        moved = confidence + options.reader_abstain_weight * (probability - 0.5)
-        sure = moved >= options.threshold and probability >= options.reader_threshold
+        sure = reader_sure(confidence, probability, options)
         confidence = probability
     best_in: dict[int, Sentence] = {}
     for sentence in sentences:

@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
-from embeddings.answer import AnswerOptions, answer
+from embeddings.answer import AnswerOptions, answer, reader_sure
 from embeddings.keyword import question_words
 from embeddings.reader import Reader
 from embeddings.records import Answer, Hit
@@ -170,9 +170,8 @@ def respond(
     confidence = max(result.confidence, judged.confidence)
     sure = judged.answered
     if reader is not None and options.reader_sentences > 0:
-        probability = confidence = result.confidence
-        moved = judged.confidence + options.reader_abstain_weight * (probability - 0.5)
-        sure = moved >= options.threshold and probability >= options.reader_threshold
+        confidence = result.confidence  # the reader's probability
+        sure = reader_sure(judged.confidence, confidence, options)
     if result.citations and not result.answered and sure:
         # Abstaining, the answer bolds nothing: bold the chosen sentence in the first citation now.
         top = result.citations[0]

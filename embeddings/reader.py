@@ -41,6 +41,11 @@ class Candidate(NamedTuple):
     before: str = ""
 
 
+def in_passage(title: str, sentences: Sequence[str]) -> list[Candidate]:
+    """Consecutive sentences of one passage as candidates, each with the sentence before it."""
+    return [Candidate(title, s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)]
+
+
 def pair_text(candidate: Candidate, context_words: int) -> tuple[str, int]:
     """The second text of a pair (``title: sentence [SEP] before``, the sentence before cut to its
     first ``context_words`` words, none when 0), and where the sentence starts in it."""

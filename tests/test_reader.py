@@ -15,7 +15,7 @@ from embeddings.articles import make_article
 from embeddings.chunking import sentence_spans
 from embeddings.encoder import Encoder
 from embeddings.engine import Engine
-from embeddings.reader import MODEL_DIR, Candidate, Reader
+from embeddings.reader import MODEL_DIR, Candidate, Reader, in_passage
 from embeddings.records import Chunk, Hit
 from embeddings.settings import Settings
 
@@ -25,16 +25,11 @@ def reader() -> Reader:
     return Reader()
 
 
-def in_order(title: str, sentences: list[str]) -> list[Candidate]:
-    """Consecutive sentences of one passage, each read with the one before it."""
-    return [Candidate(title, s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)]
-
-
 def test_the_shipped_model_gives_the_scores_its_export_recorded(reader: Reader) -> None:
     checks = json.loads((MODEL_DIR / "reader.json").read_text(encoding="utf-8"))["checks"]
     assert checks
     for check in checks:
-        reading = reader.read(check["question"], in_order(check["title"], check["sentences"]))
+        reading = reader.read(check["question"], in_passage(check["title"], check["sentences"]))
         # int8 kernels differ a little between CPUs (VNNI or not); the order must not.
         np.testing.assert_allclose(reading.scores, check["scores"], atol=0.05)
         assert int(np.argmax(reading.scores)) == int(np.argmax(check["scores"]))
@@ -47,7 +42,9 @@ def test_the_reader_picks_the_sentence_that_answers_and_marks_the_answer_words(r
         "China and Russia opposed the ABM amendment, saying it would start an arms race.",
         "The vote is expected on Friday.",
     ]
-    reading = reader.read("Which countries were against changing the ABM treaty?", in_order(title, sentences))
+    reading = reader.read(
+        "Which countries were against changing the ABM treaty?", in_passage(title, sentences)
+    )
     assert int(np.argmax(reading.scores)) == 1
     start, end = reading.spans[1] or (0, 0)
     assert "China" in sentences[1][start:end]
@@ -57,7 +54,7 @@ def test_the_reader_picks_the_sentence_that_answers_and_marks_the_answer_words(r
 def test_answer_spans_lie_inside_the_sentence_never_in_the_title_or_the_one_before(reader: Reader) -> None:
     sentences = ["Paris is the capital of France.", "It has two million people."]
     # The sentence before ("Paris is ...") holds the answer words too: the span still lies in the one read.
-    reading = reader.read("What is the capital of France?", in_order("Paris Paris Paris", sentences))
+    reading = reader.read("What is the capital of France?", in_passage("Paris Paris Paris", sentences))
     for sentence, span in zip(sentences, reading.spans, strict=True):
         assert span is not None
         start, end = span

