@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,14 @@ from training.train_reader import (
     Squad,
     build_model,
     collate,
+    elsewhere,
     group_for,
     load_tokenizer,
     onnx_state,
+    opposed,
     paragraph_words,
     swapped,
+    unanswerable,
 )
 
 FIRST = ("The treaty was signed in Geneva in 1972.", "It limited missile defences.")
@@ -49,6 +53,52 @@ def test_a_question_with_nothing_to_swap_gets_no_unanswerable_copy() -> None:
     assert swapped(random.Random(1), _item("what did it limit?"), words, 1) is None
     # A name the paragraph does not hold is no anchor: swapping it would change nothing it answers.
     assert swapped(random.Random(1), _item("Where did Brezhnev sign?"), words, 1) is None
+
+
+def test_an_opposite_copy_turns_a_word_of_the_answering_sentence_into_its_opposite() -> None:
+    item = Item(
+        "Where was the first treaty signed?",
+        "ABM Treaty",
+        ("The first treaty was signed in Geneva.", "It limited missile defences."),
+        0,
+        (30, 36),
+        "geneva",
+        0,
+        0,
+    )
+    made = opposed(random.Random(1), item, 1)
+    assert made is not None
+    question, pairs = made
+    assert question == "Where was the last treaty signed?"
+    assert [p.sentence for p in pairs] == list(item.sentences)
+    assert all(p.label == 0.0 for p in pairs)
+    # The opposite must be news to the paragraph, and a capital is a name's, not a word to turn.
+    holds_both = replace(item, sentences=("The first treaty was signed in Geneva, the last in Vienna.",))
+    assert opposed(random.Random(1), holds_both, 1) is None
+    named = replace(item, question="Where was the First Treaty signed?")
+    assert opposed(random.Random(1), named, 1) is None
+
+
+def test_an_elsewhere_copy_asks_the_paragraph_another_paragraphs_question() -> None:
+    here = _item("Where was the treaty signed?")
+    there = Item("Where did officials meet in 1985?", "ABM Treaty", SECOND, 0, (22, 28), "vienna", 0, 1)
+    asked = {0: [here, there]}
+    question, pairs = elsewhere(random.Random(1), here, asked, 1) or ("", [])
+    assert question == there.question
+    assert [p.sentence for p in pairs] == list(FIRST) and all(p.label == 0.0 for p in pairs)
+    # A question whose answer this paragraph holds is no unanswerable copy of it.
+    about_here = replace(there, answer_text="geneva")
+    assert elsewhere(random.Random(1), here, {0: [here, about_here]}, 1) is None
+
+
+def test_with_only_swaps_the_copies_are_those_of_the_earlier_runs() -> None:
+    squad = Squad([], [], ["ABM Treaty"], [[FIRST, SECOND]])
+    words = paragraph_words(squad)
+    item = _item("Where was the treaty signed in 1972?")
+    kinds = ("swap",)
+    assert unanswerable(random.Random(4), item, kinds, words, {}, 1) == swapped(
+        random.Random(4), item, words, 1
+    )
 
 
 def test_every_pair_carries_the_sentence_before_it_in_its_paragraph() -> None:

@@ -24,6 +24,9 @@ A second stage goes on from a run's weights over the steps it never reached (``-
 dequantised, since the torch weights are not kept), and ``--unanswerable P`` gives a share P of questions an
 unanswerable copy as well: a name or number the paragraph holds swapped for another of the article's,
 every sentence of the paragraph a negative (SQuAD 1.1 has no unanswerable questions).
+``--unanswerable-kinds swap,opposite,elsewhere`` also makes them as SQuAD 2's writers did in other ways:
+a word of the answering sentence turned into its opposite ("first" -> "last"), or a question about
+another paragraph of the article asked of this one.
 
 Re-running the same command resumes from ``OUT/checkpoint.pt``. With ``--minutes`` the run ends (its
 learning rate decayed to 0) when that much training time is spent, if the planned steps would take
@@ -235,12 +238,102 @@ def swapped(
     if not pool:
         return None
     question = item.question[: anchor.start()] + rng.choice(sorted(pool)) + item.question[anchor.end() :]
+    return question, all_negative(rng, item, negatives)
+
+
+# Words whose opposite a SQuAD 2 writer would put in a question to make the paragraph not answer it
+# ("What was the first ..." -> "What was the last ...").
+_OPPOSITE_PAIRS = (
+    "first last, largest smallest, biggest smallest, highest lowest, most least, earliest latest, "
+    "oldest newest, best worst, longest shortest, before after, increase decrease, increased decreased, "
+    "more less, north south, east west, northern southern, eastern western, won lost, win lose, "
+    "began ended, start end, maximum minimum, major minor, upper lower, inside outside, "
+    "above below, internal external, public private, ancient modern, early late, success failure, "
+    "allowed banned, accepted rejected, supported opposed, import export, imported exported"
+)
+OPPOSITES = {
+    a: b for x, y in (pair.split() for pair in _OPPOSITE_PAIRS.split(", ")) for a, b in ((x, y), (y, x))
+}
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+def all_negative(rng: random.Random, item: Item, negatives: int) -> list[Pair]:
+    """The answering sentence and ``negatives`` others of the paragraph, every one a negative: the
+    group of a question the paragraph does not answer."""
     others = [i for i in range(len(item.sentences)) if i != item.positive]
     rng.shuffle(others)
     chosen = [item.positive, *others[:negatives]]
-    return question, [
-        Pair(item.title, item.sentences[i], 0.0, None, before(item.sentences, i)) for i in chosen
+    return [Pair(item.title, item.sentences[i], 0.0, None, before(item.sentences, i)) for i in chosen]
+
+
+def opposed(rng: random.Random, item: Item, negatives: int) -> tuple[str, list[Pair]] | None:
+    """The question made unanswerable by turning one of its words that the answering sentence holds
+    into its opposite, which the paragraph does not hold ("first" -> "last")."""
+    held = words(item.sentences[item.positive])
+    paragraph = words(" ".join(item.sentences))
+    spots = [
+        m
+        for m in _LETTERS.finditer(item.question)
+        # A capital is a name's ("the Big East", "The Best Man"), unless it opens the question.
+        if (m.start() == 0 or m.group(0).islower())
+        and m.group(0).lower() in held
+        and OPPOSITES.get(m.group(0).lower(), "") not in paragraph | {""}
     ]
+    if not spots:
+        return None
+    spot = rng.choice(spots)
+    word = OPPOSITES[spot.group(0).lower()]
+    word = word.capitalize() if spot.group(0)[0].isupper() else word
+    question = item.question[: spot.start()] + word + item.question[spot.end() :]
+    return question, all_negative(rng, item, negatives)
+
+
+def elsewhere(
+    rng: random.Random, item: Item, asked: dict[int, list[Item]], negatives: int
+) -> tuple[str, list[Pair]] | None:
+    """A question about another paragraph of the same article, asked of this one: its sentences are on
+    the subject, and none holds the answer (``asked``: each article's questions)."""
+    paragraph = normalise(" ".join(item.sentences))
+    pool = [
+        other
+        for other in asked.get(item.article, [])
+        if other.paragraph != item.paragraph and other.answer_text not in paragraph
+    ]
+    if not pool:
+        return None
+    return rng.choice(pool).question, all_negative(rng, item, negatives)
+
+
+UNANSWERABLE_KINDS = ("swap", "opposite", "elsewhere")
+
+
+def unanswerable(
+    rng: random.Random,
+    item: Item,
+    kinds: tuple[str, ...],
+    words: list[list[Words]],
+    asked: dict[int, list[Item]],
+    negatives: int,
+) -> tuple[str, list[Pair]] | None:
+    """An unanswerable copy of the question, of one of ``kinds``: an opposite where one can be made (few
+    questions have a word that has one), else the others in a random order until one can be made.
+    With only "swap" the draws are those of the runs before the other kinds existed."""
+    if kinds == ("swap",):
+        return swapped(rng, item, words, negatives)
+    order = [k for k in kinds if k != "opposite"]
+    rng.shuffle(order)
+    if "opposite" in kinds:
+        order.insert(0, "opposite")
+    for kind in order:
+        if kind == "swap":
+            made = swapped(rng, item, words, negatives)
+        elif kind == "opposite":
+            made = opposed(rng, item, negatives)
+        else:
+            made = elsewhere(rng, item, asked, negatives)
+        if made is not None:
+            return made
+    return None
 
 
 def collate(
@@ -461,6 +554,13 @@ def main() -> int:
         help="share of questions also given as an unanswerable copy (a name or number swapped)",
     )
     parser.add_argument(
+        "--unanswerable-kinds",
+        default="swap",
+        help="how the unanswerable copies are made, comma-separated: swap (a name or number), "
+        "opposite (a word turned into its opposite: first -> last), elsewhere (a question about "
+        "another paragraph of the article)",
+    )
+    parser.add_argument(
         "--init",
         help="start from these weights (a run's reader.pt, or a reader_int8.onnx) instead of the base",
     )
@@ -514,6 +614,12 @@ def main() -> int:
     held = held[:400]
     plan: list[list[tuple[str, list[Pair]]]] = []
     words = paragraph_words(squad) if args.unanswerable else []
+    kinds = tuple(k.strip() for k in args.unanswerable_kinds.split(","))
+    if unknown := set(kinds) - set(UNANSWERABLE_KINDS):
+        parser.error(f"--unanswerable-kinds: unknown {', '.join(sorted(unknown))}")
+    asked: dict[int, list[Item]] = {}
+    for it in train:
+        asked.setdefault(it.article, []).append(it)
     for epoch in range(args.epochs):
         erng = random.Random(args.seed * 1000 + epoch)
         order = list(train)
@@ -533,7 +639,11 @@ def main() -> int:
             step_groups = groups[start : start + args.batch]
             if args.unanswerable:
                 for it in order[start : start + args.batch]:
-                    made = swapped(urng, it, words, 1) if urng.random() < args.unanswerable else None
+                    made = (
+                        unanswerable(urng, it, kinds, words, asked, 1)
+                        if urng.random() < args.unanswerable
+                        else None
+                    )
                     if made is not None:
                         step_groups.append(made)
             plan.append(step_groups)
