@@ -61,7 +61,7 @@ def test_an_opposite_copy_turns_a_word_of_the_answering_sentence_into_its_opposi
         "ABM Treaty",
         ("The first treaty was signed in Geneva.", "It limited missile defences."),
         0,
-        (30, 36),
+        (31, 37),
         "geneva",
         0,
         0,

@@ -551,7 +551,7 @@ def main() -> int:
         "--unanswerable",
         type=float,
         default=0.0,
-        help="share of questions also given as an unanswerable copy (a name or number swapped)",
+        help="share of questions also given an unanswerable copy (of --unanswerable-kinds)",
     )
     parser.add_argument(
         "--unanswerable-kinds",
