@@ -131,9 +131,13 @@ class OnnxEncoder:
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
         # Sequence bucketing: batches of similar length waste little compute on padding; the rows are
-        # written back to their original positions.
+        # written back to their original positions. int8 reads each text alone: its activations are
+        # quantised with one scale per batch, so a text's vector moved with the company it was
+        # batched with (cosine ~0.996), and two builds of the same BBC store chose the answer sentence
+        # 0.716 and 0.743 of the time. Alone it is the same in every store and for the question asked
+        # in Discord as in `newsbot eval`, and on 2 cores no slower (no padding).
         order = np.argsort(-lengths, kind="stable")
-        step = max(1, batch_size)
+        step = 1 if self.quantized else max(1, batch_size)
         for start in range(0, len(order), step):
             rows = order[start : start + step]
             width = int(lengths[rows].max())

@@ -326,3 +326,14 @@ def test_cache_folder_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv(onnx_export.CACHE_ENV, str(tmp_path))
     assert cache_folder(model_dir) == tmp_path / f"{model_dir.name}-{WEIGHTS_HASH}"
     assert cache_folder(model_dir, tmp_path / "explicit").parent == tmp_path / "explicit"
+
+
+def test_a_text_gets_the_same_int8_vector_whatever_it_is_batched_with(int8: OnnxEncoder) -> None:
+    # int8 activations are quantised with one scale per batch: batched, a vector moved with its
+    # company (cosine ~0.996), and two builds of one store answered differently.
+    passages = _passages()
+    alone = int8.encode(passages[:1])
+    for company in (passages[1:3], [LONG, *SENTENCES]):
+        np.testing.assert_array_equal(int8.encode([passages[0], *company], batch_size=32)[:1], alone)
+    question = "Who opposed the ABM amendment?"
+    np.testing.assert_array_equal(int8.encode([question, *passages])[:1], int8.encode([question]))

@@ -35,6 +35,20 @@ def test_the_shipped_model_gives_the_scores_its_export_recorded(reader: Reader) 
         assert int(np.argmax(reading.scores)) == int(np.argmax(check["scores"]))
 
 
+def test_a_sentence_scores_the_same_whatever_else_is_read_with_it(reader: Reader) -> None:
+    # Read in one int8 batch, a sentence's score moved with the others' (by up to 1.2).
+    question = "Which countries were against changing the ABM treaty?"
+    answer = Candidate("Senate votes", "China and Russia opposed the ABM amendment.", "The Senate debated.")
+    others = [
+        Candidate("Senate votes", "The vote is expected on Friday.", answer.sentence),
+        Candidate("Weather", "Heavy rain is forecast for the north of England, with flooding likely " * 3),
+    ]
+    alone = reader.read(question, [answer])
+    together = reader.read(question, [*others, answer])
+    assert together.scores[-1] == alone.scores[0]
+    assert together.spans[-1] == alone.spans[0]
+
+
 def test_the_reader_picks_the_sentence_that_answers_and_marks_the_answer_words(reader: Reader) -> None:
     title = "Senate votes on missile treaty"
     sentences = [
