@@ -49,6 +49,20 @@ def test_a_sentence_scores_the_same_whatever_else_is_read_with_it(reader: Reader
     assert together.spans[-1] == alone.spans[0]
 
 
+def test_pairs_read_side_by_side_score_as_read_in_turn(reader: Reader) -> None:
+    # Pairs run at once, one intra-op thread each: each score must land on its own sentence.
+    checks = json.loads((MODEL_DIR / "reader.json").read_text(encoding="utf-8"))["checks"]
+    candidates = [c for check in checks for c in in_passage(check["title"], check["sentences"])]
+    question = checks[0]["question"]
+    in_turn = Reader(threads=1).read(question, candidates)
+    side_by_side = Reader(threads=3).read(question, candidates)
+    assert len(set(in_turn.scores.tolist())) == len(candidates)
+    np.testing.assert_array_equal(side_by_side.scores, in_turn.scores)
+    np.testing.assert_array_equal(side_by_side.span_scores, in_turn.span_scores)
+    assert side_by_side.spans == in_turn.spans
+    np.testing.assert_array_equal(reader.read(question, candidates).scores, in_turn.scores)
+
+
 def test_the_reader_picks_the_sentence_that_answers_and_marks_the_answer_words(reader: Reader) -> None:
     title = "Senate votes on missile treaty"
     sentences = [
