@@ -52,7 +52,7 @@ class Settings:
     abstain_threshold: float = 0.73
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
     reader: bool = True
-    reader_sentences: int = 4
+    reader_sentences: int = 6
     reader_threshold: float = 0.0
     reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0
