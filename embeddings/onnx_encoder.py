@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding
 
 from embeddings.encoder import (
     DEFAULT_MODEL,
@@ -31,7 +30,6 @@ from embeddings.encoder import (
     unit_rows,
 )
 from embeddings.onnx_model import (
-    AloneRuns,
     ModelFileError,
     load_tokenizer,
     model_dir,
@@ -72,10 +70,8 @@ class OnnxEncoder:
         self._tokenizer = load_tokenizer(self.tokenizer_file, max_length=self.max_tokens)
         self._counter = load_tokenizer(self.tokenizer_file)
         self._pad_id = int(self._tokenizer.token_to_id("[PAD]") or 0)
-        # int8 runs each text alone (see _groups); fp32 runs padded batches on every core.
-        self._runs = AloneRuns(onnx, threads) if quantized else None
-        self._session = None if quantized else open_session(onnx, quantized=False, threads=threads)
-        self._inputs = {i.name for i in self._session.get_inputs()} if self._session else set()
+        self._session = open_session(onnx, quantized=quantized, threads=threads)
+        self._feeds = {i.name for i in self._session.get_inputs()}
 
     def _load_shipped(self) -> bytes:
         """The shipped int8 model's bytes, checked against its manifest; sets what the manifest says."""
@@ -135,46 +131,32 @@ class OnnxEncoder:
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(e.ids) for e in encodings])
         # Sequence bucketing: batches of similar length waste little compute on padding; the rows are
-        # written back to their original positions.
+        # written back to their original positions. int8 reads each text alone: its activations are
+        # quantised with one scale per batch, so a text's vector moved with the company it was
+        # batched with (cosine ~0.996), and two builds of the same BBC store chose the answer sentence
+        # 0.716 and 0.743 of the time. Alone it is the same in every store and for the question asked
+        # in Discord as in `newsbot eval`, and on 2 cores no slower (no padding).
         order = np.argsort(-lengths, kind="stable")
-        for start in range(0, len(order), max(1, batch_size)):
-            for rows, hidden, mask in self._groups(encodings, lengths, order[start : start + batch_size]):
-                out[rows] = _mean_pool_normalise(hidden, mask)
-                if spans is None:
-                    continue
+        step = 1 if self.quantized else max(1, batch_size)
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            width = int(lengths[rows].max())
+            ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, row in enumerate(rows):
+                n = int(lengths[row])
+                ids[r, :n] = encodings[row].ids
+                mask[r, :n] = 1
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self._session.run(None, {k: v for k, v in feed.items() if k in self._feeds})[0]
+            out[rows] = _mean_pool_normalise(hidden, mask)
+            if spans is not None:
                 for r, row in enumerate(rows):
                     encoding, n = encodings[row], int(lengths[row])
                     real = ~np.asarray(encoding.special_tokens_mask, dtype=bool)
                     offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(n, 2)
                     pooled[row] = pool_spans(hidden[r, :n], offsets, real, spans[row])
         return out, np.concatenate(pooled)
-
-    def _groups(
-        self, encodings: Sequence[Encoding], lengths: np.ndarray, rows: np.ndarray
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(rows, hidden states, attention mask) for these texts. int8 reads each text alone: its
-        activations are quantised with one scale per run, so a text's vector moved with the company it
-        was batched with (cosine ~0.996), and two builds of the same BBC store chose the answer
-        sentence 0.716 and 0.743 of the time. Alone it is the same in every store and for the question
-        asked in Discord as in `newsbot eval`. fp32 runs them as one padded batch."""
-        groups = [rows[i : i + 1] for i in range(len(rows))] if self._runs else [rows]
-        feeds = []
-        for group in groups:
-            width = int(lengths[group].max())
-            ids = np.full((len(group), width), self._pad_id, dtype=np.int64)
-            mask = np.zeros((len(group), width), dtype=np.int64)
-            for r, row in enumerate(group):
-                n = int(lengths[row])
-                ids[r, :n] = encodings[row].ids
-                mask[r, :n] = 1
-            feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
-        if self._runs:
-            hidden = self._runs.run(feeds)
-        else:
-            assert self._session is not None
-            feed = {k: v for k, v in feeds[0].items() if k in self._inputs}
-            hidden = [self._session.run(None, feed)[0]]
-        return [(g, h, f["attention_mask"]) for g, h, f in zip(groups, hidden, feeds, strict=True)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, without [CLS]/[SEP] and without truncation, as TorchEncoder counts."""

@@ -157,9 +157,10 @@ class AloneRuns:
     Dynamic int8 quantises activations with one scale per run, so an input batched with others came out
     differently with each company: each input runs alone. One short input keeps a second intra-op
     thread poorly busy (a 6-layer model's kernels on ~70 word pieces are small), so each run gets one
-    thread and as many runs go at once as there are cores. On 2 cores 4 reader pairs take 12.8 ms this
-    way and 28.1 ms one after another on 2 threads; 200-word passages encode at 53 a second instead
-    of 43; one short query costs 2.4 ms instead of 2.0. The outputs are the same to the bit.
+    thread and as many runs go at once as there are cores: on 2 cores 4 reader pairs take 12.8 ms
+    this way and 28.1 ms one after another on 2 threads, with the same outputs to the bit. (The
+    encoder gains little from it: BBC passages are long enough to keep two threads busy, and ingest
+    needs a core free for chunking and writing beside the encoder.)
     """
 
     def __init__(self, model: Path | bytes, threads: int | None = None) -> None:

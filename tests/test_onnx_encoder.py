@@ -21,7 +21,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import embeddings.onnx_export as onnx_export
 from embeddings import onnx_model
-from embeddings.chunking import sentence_spans
 from embeddings.encoder import Encoder, EncoderError, load_encoder, model_path
 from embeddings.onnx_encoder import OnnxEncoder
 from embeddings.onnx_export import cache_folder, ensure_exported
@@ -338,14 +337,3 @@ def test_a_text_gets_the_same_int8_vector_whatever_it_is_batched_with(int8: Onnx
         np.testing.assert_array_equal(int8.encode([passages[0], *company], batch_size=32)[:1], alone)
     question = "Who opposed the ABM amendment?"
     np.testing.assert_array_equal(int8.encode([question, *passages])[:1], int8.encode([question]))
-
-
-def test_int8_texts_read_side_by_side_come_out_as_read_in_turn(int8: OnnxEncoder) -> None:
-    # Several texts run at once, one intra-op thread each: each vector must land on its own row.
-    texts = [*_passages(), LONG, *SENTENCES, ""]
-    spans = [sentence_spans(t) for t in texts]
-    in_turn = OnnxEncoder(threads=1).encode_spans(texts, spans, batch_size=5)
-    side_by_side = OnnxEncoder(threads=3).encode_spans(texts, spans, batch_size=5)
-    for a, b in zip(in_turn, side_by_side, strict=True):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(int8.encode(texts), in_turn[0])
