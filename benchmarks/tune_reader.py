@@ -12,6 +12,10 @@ article's other paragraphs may be, as in SQuAD 2's unanswerable questions).
     .venv/bin/python training/held_out_questions.py /tmp/held_out.jsonl --n 1200
     .venv/bin/python benchmarks/tune_reader.py /tmp/held_out.jsonl
 
+With ``--learned``, it fits a choice learned from the reader's and the features' inputs (a softmax
+over each question's sentences read, cross-validated over two halves of the paragraphs) and prints
+it beside the shipped rule, for 4, 6 and 8 sentences read.
+
 With ``--quotes``, as the settings read otherwise, it prints how often the quote holds the answer when
 it takes in the chosen sentence's neighbour that the reader scores within each margin (pair_margin).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.answer import (
+    FEATURES,
     AnswerOptions,
     Sentence,
     answer_confidence,
@@ -34,9 +40,11 @@ from embeddings.answer import (
     quote_bounds,
     read_sentences,
     score_sentences,
+    sentence_features,
 )
 from embeddings.engine import Engine, answer_options, search_options
 from embeddings.evaluate import Question, calibrate, context_articles, corpus_store, normalise, read_questions
+from embeddings.retrieval import SearchOptions
 from embeddings.settings import load_settings
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -62,6 +70,9 @@ def main() -> int:
         metavar="SWAPPED",
         help="only the abstention table: these unanswerable copies of the stored questions "
         "(training/held_out_questions.py --swapped) join the ones whose paragraph is not stored",
+    )
+    parser.add_argument(
+        "--learned", action="store_true", help="only the table of a learned choice against the shipped rule"
     )
     parser.add_argument(
         "--wins", action="store_true", help="list the questions the features get wrong and the reader right"
@@ -110,6 +121,8 @@ def main() -> int:
         ]
 
     queries = engine.encoder.encode([q.question for q in questions])
+    if args.learned:
+        return learned(engine, questions, queries, options, search)
     if args.quotes:
         return quotes(questions, queries, options.reader_sentences, candidates, options)
     if args.abstain:
@@ -266,6 +279,88 @@ def abstention(
             f"| {np.mean(combined_yes >= options.threshold):.1%} |"
         )
     return 0
+
+
+INPUTS = ("logit", "span", "features' score", "features' rank", "first of its passage", "logit - best logit")
+
+
+def learned(
+    engine: Engine,
+    questions: list[Question],
+    queries: np.ndarray,
+    options: AnswerOptions,
+    search: SearchOptions,
+) -> int:
+    """Choose among the sentences read by a softmax over their inputs (the reader's logit and span
+    score, the features' score and each raw feature, ranks) fitted on one half of the paragraphs and
+    measured on the other, both ways, against the shipped rule (logit + w x features' score)."""
+    reader = engine.reader
+    assert reader is not None
+    groups: list[tuple[np.ndarray, np.ndarray]] = []  # per question: inputs x 8 sentences, answers
+    halves: list[int] = []
+    for question, query in zip(questions, queries, strict=True):
+        hits = engine.searcher.search(question.question, search, query)[: engine.settings.top_k]
+        spans, raw = sentence_features(question.question, query, hits, options.candidates)
+        by_place = {(id(hit), a): row for (hit, a, _), row in zip(spans, raw, strict=True)}
+        read = read_sentences(
+            question.question, score_sentences(question.question, query, hits, options), reader, 8
+        )
+        if not read:
+            continue
+        best = max(s.reader_logit or 0.0 for s in read)
+        rows = [
+            [
+                s.reader_logit or 0.0,
+                s.reader_span,
+                s.score,
+                k,
+                float(s.hit.chunk.sentences.index((s.start, s.end)) == 0),
+                (s.reader_logit or 0.0) - best,
+                *by_place[id(s.hit), s.start],
+            ]
+            for k, s in enumerate(read)
+        ]
+        answers = [normalise(a) for a in question.answers]
+        holds = [any(a in normalise(s.hit.chunk.text[s.start : s.end]) for a in answers) for s in read]
+        groups.append((np.asarray(rows, dtype=np.float64), np.asarray(holds, dtype=np.float64)))
+        halves.append(zlib.crc32(question.context.encode()) % 2)
+    print(f"{len(groups)} answerable questions; inputs: {', '.join((*INPUTS, *FEATURES))}")
+    print("| sentences read | the answer among them | shipped rule | learned (two halves) |")
+    print("|---|---|---|---|")
+    w = options.reader_feature_weight
+    for n in (4, 6, 8):
+        cut = [(x[:n], y[:n]) for x, y in groups]
+        rule = np.mean([y[np.argmax(x[:, 0] + w * x[:, 2])] for x, y in cut])
+        right = 0.0
+        for half in (0, 1):
+            weights, mean, scale = fit_softmax([g for g, h in zip(cut, halves, strict=True) if h != half])
+            right += sum(
+                y[np.argmax(((x - mean) / scale) @ weights)]
+                for (x, y), h in zip(cut, halves, strict=True)
+                if h == half
+            )
+        reach = np.mean([y.max() for _, y in cut])
+        print(f"| {n} | {reach:.3f} | {rule:.3f} | {right / len(cut):.3f} |")
+    return 0
+
+
+def fit_softmax(
+    groups: list[tuple[np.ndarray, np.ndarray]], l2: float = 0.01, steps: int = 400
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights of a softmax over each group's rows that puts the probability on its answers
+    (standardised inputs, gradient descent with an L2 penalty), with the standardisation."""
+    stacked = np.concatenate([x for x, _ in groups])
+    mean, scale = stacked.mean(0), stacked.std(0) + 1e-6
+    usable = [((x - mean) / scale, y / y.sum()) for x, y in groups if y.sum() > 0]
+    weights = np.zeros(stacked.shape[1])
+    weights[0] = 1.0  # start from the reader alone
+    for _ in range(steps):
+        gradient = l2 * weights
+        for x, target in usable:
+            p = np.exp(x @ weights - (x @ weights).max())
+            gradient += x.T @ (p / p.sum() - target) / len(usable)
+        weights -= 0.5 * gradient
+    return weights, mean, scale
 
 
 if __name__ == "__main__":
