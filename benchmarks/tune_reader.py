@@ -108,7 +108,7 @@ def main() -> int:
         sentences = score_sentences(question, query, hits, options)
         idf = engine.searcher.idf(question)
         features_confidence[question] = answer_confidence(
-            question, hits[: options.candidates], sentences, idf, options
+            question, hits[: options.confidence_passages], sentences, idf, options
         )
         return sentences, read_sentences(question, sentences, reader, n) if sentences else []
 

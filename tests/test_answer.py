@@ -6,9 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from embeddings.answer import expected_kind, new_names, proper_words
+from embeddings.answer import (
+    AnswerOptions,
+    Sentence,
+    answer_confidence,
+    expected_kind,
+    new_names,
+    proper_words,
+)
+from embeddings.articles import make_article
 from embeddings.engine import Engine
 from embeddings.keyword import question_words, tokenize
+from embeddings.records import Chunk, Hit
 
 # Written for this test. Its last paragraph has a year and a bare number ("25 counties").
 STORY = """\
@@ -75,3 +84,20 @@ def test_wording_is_compared_on_stemmed_words_without_stop_words_or_question_wor
     ]
     asked = question_words("Who opposed the ABM amendment in the U.S.? Who?")
     assert asked == ["opposed", "abm", "amendment"]
+
+
+def test_the_confidence_weighs_the_leading_passages_though_more_compete_for_the_quote() -> None:
+    # The sentences of all 5 passages compete for the quote, but the threshold was calibrated on the
+    # leading 3: a close sentence in the fifth must not make an off-topic question look answered.
+    hits, sentences = [], []
+    for rank, cosine in enumerate((0.2, 0.3, 0.25, 0.1, 0.9), start=1):
+        text = f"Passage {rank} says one thing."
+        article = make_article(id=f"a{rank}", title=f"Story {rank}", text=text, source="test")
+        hit = Hit(Chunk(rank, article.id, 0, 0, len(text), text, ((0, len(text)),)), article, 1.0, rank)
+        hits.append(hit)
+        sentences.append(Sentence(hit, 0, len(text), score=cosine, cosine=cosine))
+    options = AnswerOptions()
+    assert options.candidates == 5 and options.confidence_passages == 3
+    leading = answer_confidence("Who won?", hits[: options.confidence_passages], sentences, {}, options)
+    assert leading == pytest.approx(0.3)
+    assert answer_confidence("Who won?", hits, sentences, {}, options) == pytest.approx(0.9)
