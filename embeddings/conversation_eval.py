@@ -108,6 +108,7 @@ def evaluate_conversations(engine: Engine, conversations: Sequence[Sequence[Turn
     search = search_options(settings)
     search = type(search)(**{**asdict(search), "k": max(KS)})
     options = answer_options(settings)
+    reader = engine.reader  # as the bot answers: None when the settings turn it off
     golds: dict[str, set[str]] = {}
 
     def gold(question: Question) -> set[str]:
@@ -118,7 +119,7 @@ def evaluate_conversations(engine: Engine, conversations: Sequence[Sequence[Turn
     def ask(tally: _Tally, question: Question, text: str, conversation: Conversation | None) -> None:
         started = time.perf_counter()
         resolved = conversation.resolve(text) if conversation is not None else Resolved.alone(text)
-        result, hits = respond(searcher, resolved, search, options, top_k=settings.top_k)
+        result, hits = respond(searcher, resolved, search, options, top_k=settings.top_k, reader=reader)
         if conversation is not None:
             conversation.add(resolved, result)
         tally.add(question, result, hits, gold(question), time.perf_counter() - started)
