@@ -165,7 +165,8 @@ def respond(
     # short follow-up alone covers too thinly, and by the reader on the follow-up's own words: the
     # resolved question is a string of carried keywords, unlike any question it was trained on.
     own = searcher.embed_query(resolved.question)
-    result = answer(resolved.question, own, leading, searcher.idf(resolved.question), options, reader)
+    choose = replace(options, candidates=options.follow_up_passages)
+    result = answer(resolved.question, own, leading, searcher.idf(resolved.question), choose, reader)
     judged = answer(resolved.query, query, leading, searcher.idf(resolved.query), options)
     confidence = max(result.confidence, judged.confidence)
     sure = judged.answered
