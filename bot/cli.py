@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.render import byline, quote_text
+from bot.render import byline, corrections_line, quote_text
 from embeddings.records import Answer, Skip
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def cmd_reembed(args: argparse.Namespace) -> int:
 
 def format_answer(answer: Answer) -> str:
     lines = [f"Q: {answer.question}"]
+    if answer.corrections:
+        lines.append(f"   ({corrections_line(answer)})")
     if answer.answered:
         lines.append(f"A: {' '.join(answer.text.split())} [1]")
     else:
@@ -154,6 +156,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         # With the reader on (the default), its probability that the quoted sentence answers; without
         # it, the features' score, not a probability (docs/quality.md).
         "answer_score": round(answer.confidence, 4),
+        "read_as": dict(answer.corrections),
         "citations": [
             {
                 "n": c.n,

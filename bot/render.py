@@ -144,6 +144,12 @@ def embed_length(embed: dict[str, Any]) -> int:
     return total
 
 
+def corrections_line(answer: Answer) -> str:
+    """Which words of the question were read otherwise, so the asker can tell a wrong guess."""
+    read = ", ".join(f"\u201c{typed}\u201d as \u201c{as_read}\u201d" for typed, as_read in answer.corrections)
+    return f"Read {read}." if read else ""
+
+
 def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
     """The reply as an embed dict within every Discord limit, whatever the article text holds."""
     if answer.answered:
@@ -152,9 +158,10 @@ def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
     else:
         description = "The articles do not say. " + ("The closest passages:" if answer.citations else "")
         footer = "No passage answers this well enough to quote."
+    note = f"*{escape(corrections_line(answer))}*\n" if answer.corrections else ""
     embed: dict[str, Any] = {
         "type": "rich",
-        "description": trim_words(description, DESCRIPTION_LIMIT - 10),
+        "description": note + trim_words(description, DESCRIPTION_LIMIT - 10 - len(note)),
         "color": ANSWER_COLOUR if answer.answered else NOT_FOUND_COLOUR,
         "footer": {"text": footer},
         "fields": [],

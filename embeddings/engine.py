@@ -12,6 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from embeddings.answer import AnswerOptions, check_question
@@ -23,6 +24,7 @@ from embeddings.records import Answer, Article, Skip
 from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
+from embeddings.spelling import Spelling
 from embeddings.store import DB_NAME, Store, write_failed
 
 log = logging.getLogger(__name__)
@@ -205,9 +207,12 @@ class Engine:
 
         ``guild``: answer only from what that Discord guild can see; None (the command line): all."""
         question = check_question(question, self.settings.max_question_chars)
-        resolved = conversation.resolve(question) if conversation is not None else Resolved.alone(question)
+        searcher = self.searcher
+        spelled = self.spell(question, searcher)
+        read = spelled.question
+        resolved = conversation.resolve(read) if conversation is not None else Resolved.alone(read)
         result, _ = respond(
-            self.searcher,
+            searcher,
             resolved,
             search_options(self.settings),
             answer_options(self.settings),
@@ -217,4 +222,8 @@ class Engine:
         )
         if conversation is not None:
             conversation.add(resolved, result)
-        return result
+        return replace(result, question=question, corrections=spelled.corrections)
+
+    def spell(self, question: str, searcher: Searcher) -> Spelling:
+        """The question as the searcher's passages spell it, unless the settings turn that off."""
+        return searcher.spell(question) if self.settings.spelling else Spelling(question)

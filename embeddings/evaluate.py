@@ -144,7 +144,9 @@ def evaluate(
     answerable/unanswerable question's confidence, for calibration, keyed by the row's name."""
     options = options or answer_options(engine.settings)
     searcher = engine.searcher
-    queries = engine.encoder.encode([q.question for q in questions])
+    # As the bot reads them: misspelt words read as the passages spell them.
+    texts = [engine.spell(q.question, searcher).question for q in questions]
+    queries = engine.encoder.encode(texts)
     golds = [gold_article_ids(engine, q) for q in questions]
     rows = []
     confidences: dict[str, list[float]] = {}
@@ -160,12 +162,11 @@ def evaluate(
         mrr = 0.0
         conf_yes, conf_no = [], []
         started = time.perf_counter()
-        for question, query, gold in zip(questions, queries, golds, strict=True):
-            hits = searcher.search(question.question, search, query)
+        for question, text, query, gold in zip(questions, texts, queries, golds, strict=True):
+            hits = searcher.search(text, search, query)
             if reader is not None and depth:
-                hits = rerank(question.question, query, hits, reader, depth)
-            idf = searcher.idf(question.question)
-            result = answer(question.question, query, hits[: engine.settings.top_k], idf, options, reader)
+                hits = rerank(text, query, hits, reader, depth)
+            result = answer(text, query, hits[: engine.settings.top_k], searcher.idf(text), options, reader)
             if question.answerable:
                 answerable += 1
                 conf_yes.append(result.confidence)

@@ -57,6 +57,11 @@ def words(text: str) -> list[str]:
     return [w for w in _WORDS.findall(text.lower()) if w not in STOP_WORDS]
 
 
+def stems(words: Sequence[str]) -> list[str]:
+    """Each word's stem, as the index and :func:`tokenize` stem it."""
+    return _STEMMER.stemWords(list(words))
+
+
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Stemmed words without stop words, for comparing a question's wording with sentences'."""
     return [_STEMMER.stemWords(words(text)) for text in texts]
@@ -183,6 +188,18 @@ class KeywordSearcher:
         hits = self._searcher.search(query, k, count=False).hits
         ids = self._searcher.fast_field_values("id", [address for _, address in hits])
         return np.array([s for s, _ in hits], dtype=np.float32), np.array(ids, dtype=np.int64)
+
+    def passages_holding(self, words: Sequence[str]) -> list[int]:
+        """For each (unstemmed) word, how many passages hold it, stemmed as the index stems it."""
+        return [self._searcher.doc_freq("text", stem) for stem in stems(words)]
+
+    def best_with(self, word: str, others: Sequence[str]) -> float:
+        """The best BM25 score of a passage holding ``word`` and one of ``others`` at least (any
+        passage holding ``word`` when there are no others); 0.0 when none does. Words as
+        :func:`words` gives them, so no query syntax reaches the parser."""
+        text = f"+{word} +({' '.join(others)})" if others else f"+{word}"
+        hits = self._searcher.search(self._index.parse_query(text, ["text"]), 1, count=False).hits
+        return float(hits[0][0]) if hits else 0.0
 
     def idf(self, terms: Iterable[str]) -> dict[str, float]:
         """How rare each stemmed term is among the passages; a term none holds is the rarest."""

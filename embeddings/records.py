@@ -86,3 +86,5 @@ class Answer:
     # The quote chosen, even when the answer abstains (what evaluation checks): a sentence, or two
     # adjacent ones when the reader is split between them (AnswerOptions.pair_margin).
     sentence: str = ""
+    # Words of the question read otherwise, (as typed, as read): "Neveda" -> "Nevada" (spelling.py).
+    corrections: tuple[tuple[str, str], ...] = ()

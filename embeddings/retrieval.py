@@ -19,9 +19,10 @@ import faiss
 import numpy as np
 
 from embeddings import index as vector_index
-from embeddings import keyword
+from embeddings import keyword, spelling
 from embeddings.encoder import Encoder
 from embeddings.records import Article, Chunk, Hit
+from embeddings.spelling import Spelling
 from embeddings.store import (
     ARTICLE_COLUMNS,
     Store,
@@ -202,6 +203,10 @@ class Searcher:
     def keyword_search(self, question: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores and passage ids, best first (ids this snapshot lacks are dropped by search)."""
         return self.keyword.search(question, k)
+
+    def spell(self, question: str) -> Spelling:
+        """The question with the words no passage holds read as the passages spell them."""
+        return spelling.correct(question, self.keyword)
 
     def idf(self, question: str) -> dict[str, float]:
         """The corpus rarity of the question's terms, for judging whether the passages answer it."""

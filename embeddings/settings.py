@@ -57,6 +57,8 @@ class Settings:
     reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0
     max_question_chars: int = 1000
+    # read a misspelt word as the stored passages spell it ("Neveda" -> "Nevada"; spelling.py)
+    spelling: bool = True
     # discord
     guild_id: int | None = None
     answer_channels: tuple[int, ...] = ()

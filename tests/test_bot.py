@@ -72,7 +72,8 @@ async def test_slash_ask_is_deferred_then_answered(
     bot = make_bot(server, settings, encoder)
     async with server.running(bot):
         assert {c["name"] for c in server.synced_commands[server.guild_id]} >= {"ask", "stats", "reindex"}
-        interaction = await server.send_slash_command("ask", {"question": "Who opposed the ABM amendment?"})
+        # Misspelt: the reply says how it read the question.
+        interaction = await server.send_slash_command("ask", {"question": "Who opposed the ABM amendmant?"})
         answer = await server.wait_for_message(lambda r: r.interaction_id == interaction.id, timeout=30)
         # The "Show passages" button shows the full passages to the asker only.
         clicked = await server.send_component_interaction(
@@ -86,6 +87,8 @@ async def test_slash_ask_is_deferred_then_answered(
     assert interaction.acked_at is not None and interaction.acked_at - interaction.dispatched_at < 3.0
     assert callbacks[0].at < answer.at and answer.kind == "followup"
     assert "China and Russia" in answer.embeds[0]["description"] and no_pings(answer)
+    note = "*Read \u201camendmant\u201d as \u201camendment\u201d.*\n"
+    assert answer.embeds[0]["description"].startswith(note)
     assert passages.ephemeral and "Pushing ahead with NMD" in passages.embeds[0]["description"]
     assert server.problems == []
 

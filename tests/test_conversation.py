@@ -87,7 +87,15 @@ def test_newsbot_chat_answers_line_by_line_in_context(
         "How many singers does it have?",
     ]
     assert "Meera Thackeray" in lines[0]["answer"] and "28 singers" in lines[1]["answer"]
-    assert set(lines[1]) == {"question", "answered", "answer", "message", "answer_score", "citations"}
+    assert set(lines[1]) == {
+        "question",
+        "answered",
+        "answer",
+        "message",
+        "answer_score",
+        "read_as",
+        "citations",
+    }
     assert "the limit is 1000" in err  # a bad line is reported and the chat goes on
 
 

@@ -53,6 +53,9 @@ def test_ask_json_has_the_promised_fields(tmp_path: Path, capsys: pytest.Capture
     assert first["n"] == 1 and first["author"] == "Patrick Goodenough" and first["date"] == "July 7, 2008"
     assert result["answer"] in first["passage"]
     assert first["passage"][first["answer_start"] : first["answer_end"]] == result["answer"]
+    assert result["read_as"] == {}
+    code, out, _ = run_cli(capsys, "--store", store, "ask", "Who opposed the ABM amendmant?")
+    assert code == 0 and out.splitlines()[1] == "   (Read \u201camendmant\u201d as \u201camendment\u201d.)"
 
 
 @pytest.mark.parametrize(
