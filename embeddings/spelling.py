@@ -1,7 +1,7 @@
 """Misspelt words in a question, read as the stored articles spell them ("Neveda" -> "Nevada").
 
 A misspelt name costs the keyword side its best clue and shifts the question's vector: one typo per
-BBC dev question took R@5 from 1.000 to 0.986 and the quote from 0.878 to 0.846 (docs/quality.md).
+BBC dev question took R@5 from 1.000 to 0.986 and the quote from 0.878 to 0.851 (docs/quality.md).
 A word is corrected only when neither the articles nor English know it: no stored passage holds it,
 and no English word list does (symspellpy's, and the encoder's WordPiece vocabulary for names), so
 an English word the articles lack ("const", "runny") stays as typed. Its replacement is one edit away
@@ -51,17 +51,9 @@ def english_words() -> dict[str, int]:
     """English words and common names, lower case, with how often English uses them: symspellpy's
     word list (82,765 words, most frequent first) and the whole words of the shipped encoder's
     WordPiece vocabulary (2,427 more names, "Aleksandr", counted 0)."""
+    tokenizer = json.loads((model_dir("minilm") / "tokenizer.json").read_text(encoding="utf-8"))
+    words = dict.fromkeys((w for w in tokenizer["model"]["vocab"] if w.isalpha()), 0)
     listed = resources.files("symspellpy") / "frequency_dictionary_en_82_765.txt"
-    words = dict.fromkeys(
-        (
-            w
-            for w in json.loads((model_dir("minilm") / "tokenizer.json").read_text(encoding="utf-8"))[
-                "model"
-            ]["vocab"]
-            if w.isalpha()
-        ),
-        0,
-    )
     for line in listed.read_text(encoding="utf-8").splitlines():
         word, count = line.split(" ", 1)
         words[word] = int(count)
