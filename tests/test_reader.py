@@ -57,6 +57,9 @@ def test_pairs_read_side_by_side_score_as_read_in_turn(reader: Reader) -> None:
     in_turn = Reader(threads=1).read(question, candidates)
     side_by_side = Reader(threads=3).read(question, candidates)
     assert len(set(in_turn.scores.tolist())) == len(candidates)
+    # Runs start longest first: each score still lands on its own sentence, as read alone.
+    alone = [reader.read(question, [c]).scores[0] for c in candidates]
+    np.testing.assert_array_equal(in_turn.scores, np.asarray(alone, dtype=np.float32))
     np.testing.assert_array_equal(side_by_side.scores, in_turn.scores)
     np.testing.assert_array_equal(side_by_side.span_scores, in_turn.span_scores)
     assert side_by_side.spans == in_turn.spans
