@@ -26,7 +26,9 @@ unanswerable copy as well: a name or number the paragraph holds swapped for anot
 every sentence of the paragraph a negative (SQuAD 1.1 has no unanswerable questions).
 ``--unanswerable-kinds swap,opposite,elsewhere`` also makes them as SQuAD 2's writers did in other ways:
 a word of the answering sentence turned into its opposite ("first" -> "last"), or a question about
-another paragraph of the article asked of this one.
+another paragraph of the article asked of this one. ``--retrieved P`` gives a share P of questions
+the most word-alike sentence of the best paragraph of another article that BM25 retrieves for them
+(a sixth stage tried it; not shipped: see the model card).
 
 Re-running the same command resumes from ``OUT/checkpoint.pt``. With ``--minutes`` the run ends (its
 learning rate decayed to 0) when that much training time is spent, if the planned steps would take
@@ -52,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from embeddings.chunking import sentence_spans  # noqa: E402
+from embeddings.keyword import query_text  # noqa: E402
 from embeddings.reader import Candidate, pair_text, sentence_tokens  # noqa: E402
 
 HELD_OUT = 7  # article index mod 20
@@ -191,6 +194,53 @@ def group_for(
             i = rng.randrange(len(sentences))
             group.append(Pair(squad.titles[other], sentences[i], 0.0, None, before(sentences, i)))
     return group
+
+
+class ParagraphSearch:
+    """BM25 over the training articles' paragraphs (tantivy, in memory), as newsbot's keyword side
+    searches passages: what a question retrieves from other articles."""
+
+    def __init__(self, squad: Squad) -> None:
+        import tantivy
+
+        builder = tantivy.SchemaBuilder()
+        builder.add_integer_field("key", stored=True)
+        builder.add_text_field("text", stored=False, tokenizer_name="en_stem", index_option="freq")
+        self._index = tantivy.Index(builder.build())
+        writer = self._index.writer(heap_size=200_000_000, num_threads=1)
+        self.keys: list[tuple[int, int]] = []
+        for a, paragraphs in enumerate(squad.paragraphs):
+            if a % 20 == HELD_OUT:
+                continue
+            for p, sentences in enumerate(paragraphs):
+                writer.add_document(tantivy.Document(key=len(self.keys), text=" ".join(sentences)))
+                self.keys.append((a, p))
+        writer.commit()
+        self._index.reload()
+        self._searcher = self._index.searcher()
+
+    def search(self, question: str, k: int) -> list[tuple[int, int]]:
+        """(article, paragraph) of the ``k`` best paragraphs for the question, best first."""
+        text = query_text(question)
+        if not text:
+            return []
+        hits = self._searcher.search(self._index.parse_query(text, ["text"]), k).hits
+        return [self.keys[self._searcher.doc(address)["key"][0]] for _, address in hits]
+
+
+def retrieved_negative(item: Item, squad: Squad, search: ParagraphSearch) -> Pair | None:
+    """The sentence most alike by words of the best paragraph another article offers the question:
+    the kind of sentence a question's retrieved passages put beside the answering one."""
+    question = words(item.question)
+    for a, p in search.search(item.question, 30):
+        if a == item.article:
+            continue
+        sentences = squad.paragraphs[a][p]
+        pool = [i for i, s in enumerate(sentences) if item.answer_text not in normalise(s) and len(s) > 10]
+        if pool:
+            i = max(pool, key=lambda i: len(question & words(sentences[i])))
+            return Pair(squad.titles[a], sentences[i], 0.0, None, before(sentences, i))
+    return None
 
 
 _NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
@@ -548,6 +598,13 @@ def main() -> int:
         "--other-article", type=float, default=0.3, help="share given another article's sentence"
     )
     parser.add_argument(
+        "--retrieved",
+        type=float,
+        default=0.0,
+        help="share of questions also given a sentence of another article's paragraph that BM25 "
+        "retrieves for them",
+    )
+    parser.add_argument(
         "--unanswerable",
         type=float,
         default=0.0,
@@ -616,6 +673,7 @@ def main() -> int:
     random.Random(5).shuffle(held)
     held = held[:400]
     plan: list[list[tuple[str, list[Pair]]]] = []
+    search = ParagraphSearch(squad) if args.retrieved else None
     words = paragraph_words(squad) if args.unanswerable else []
     asked: dict[int, list[Item]] = {}
     for it in train:
@@ -635,8 +693,16 @@ def main() -> int:
         ]
         # Drawn from their own generator: the answerable groups stay those of a run without them.
         urng = random.Random(args.seed * 1000 + epoch + 500)
+        rrng = random.Random(args.seed * 1000 + epoch + 700)
         for start in range(0, len(order), args.batch):
             step_groups = groups[start : start + args.batch]
+            if search is not None and len(plan) >= args.from_step:  # only the steps this run trains
+                for (_, pairs), it in zip(step_groups, order[start : start + args.batch], strict=True):
+                    negative = (
+                        retrieved_negative(it, squad, search) if rrng.random() < args.retrieved else None
+                    )
+                    if negative is not None:
+                        pairs.append(negative)
             if args.unanswerable:
                 for it in order[start : start + args.batch]:
                     made = (
