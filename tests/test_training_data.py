@@ -14,6 +14,7 @@ import pytest
 from training.train_reader import (
     Item,
     Pair,
+    ParagraphSearch,
     Squad,
     build_model,
     collate,
@@ -23,6 +24,7 @@ from training.train_reader import (
     onnx_state,
     opposed,
     paragraph_words,
+    retrieved_negative,
     swapped,
     unanswerable,
 )
@@ -161,3 +163,20 @@ def test_the_sentence_after_the_answer_can_be_made_a_sure_negative() -> None:
         pairs = group_for(random.Random(seed), item, squad, 1, 0.0, 0.0, next_negative=True)
         # Read with the answer as its sentence before, it is still no answer.
         assert [(p.sentence, p.before, p.label) for p in pairs[1:]] == [(paragraph[1], paragraph[0], 0.0)]
+
+
+def test_a_retrieved_negative_is_another_articles_sentence_on_the_subject_without_the_answer() -> None:
+    item = _item("Where was the treaty signed in 1972?")
+    squad = Squad(
+        [item],
+        [],
+        ["ABM Treaty", "Trade", "Bananas", "Geneva"],
+        [
+            [FIRST, SECOND],
+            [("Delegates signed a trade treaty in Vienna in 1972.", "It cut tariffs on steel.")],
+            [("Bananas grow in warm climates.",)],
+            [("The Geneva treaty was signed in 1972 by many states.",)],  # holds the answer
+        ],
+    )
+    negative = retrieved_negative(item, squad, ParagraphSearch(squad))
+    assert negative == Pair("Trade", "Delegates signed a trade treaty in Vienna in 1972.", 0.0, None, "")
