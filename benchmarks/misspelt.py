@@ -109,11 +109,7 @@ def main() -> int:
     print(format_table(rows))
     searcher = engine.searcher
     changed = [(w, t) for w, t in zip(written, typed, strict=True) if w.question != t.question]
-    restored = sum(
-        searcher.spell(t.question).question == w.question
-        for w, t in zip(written, typed, strict=True)
-        if w.question != t.question
-    )
+    restored = sum(searcher.spell(t.question).question == w.question for w, t in changed)
     read_otherwise = sum(bool(searcher.spell(q.question).corrections) for q in written)
     print(
         f"\nmisspelt: {len(changed)} of {len(written)} questions; read back exactly as written: "

@@ -64,7 +64,7 @@ def stems(words: Sequence[str]) -> list[str]:
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
     """Stemmed words without stop words, for comparing a question's wording with sentences'."""
-    return [_STEMMER.stemWords(words(text)) for text in texts]
+    return [stems(words(text)) for text in texts]
 
 
 def _schema() -> tantivy.Schema:
@@ -145,7 +145,7 @@ def question_words(question: str) -> list[str]:
 
 def question_terms(question: str) -> set[str]:
     """The question's content words, stemmed like :func:`tokenize` and the index stem them."""
-    return set(_STEMMER.stemWords(question_words(question)))
+    return set(stems(question_words(question)))
 
 
 def query_text(question: str) -> str:

@@ -22,7 +22,6 @@ from embeddings import index as vector_index
 from embeddings import keyword, spelling
 from embeddings.encoder import Encoder
 from embeddings.records import Article, Chunk, Hit
-from embeddings.spelling import Spelling
 from embeddings.store import (
     ARTICLE_COLUMNS,
     Store,
@@ -204,7 +203,7 @@ class Searcher:
         """BM25 scores and passage ids, best first (ids this snapshot lacks are dropped by search)."""
         return self.keyword.search(question, k)
 
-    def spell(self, question: str) -> Spelling:
+    def spell(self, question: str) -> spelling.Spelling:
         """The question with the words no passage holds read as the passages spell them."""
         return spelling.correct(question, self.keyword)
 
