@@ -8,7 +8,8 @@ an English word the articles lack ("const", "runny") stays as typed. Its replace
 (a letter dropped, added, changed, or two swapped) and fits the rest of the question best: the
 passage holding it and the question's other words scores highest. A passage must hold both, which
 keeps a name the articles lack ("Senator Halvard Crenshaw") from becoming one they have
-("Harvard"). Words under five letters are left alone: "Mrch" is one edit from "much" and "March".
+("Harvard"). Words under five letters are left alone: "Mrch" is one edit from "much" and "March". A question with more than three such words is read as typed:
+it is another language, code or noise rather than typos, and guessing at each word would mislead.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from embeddings.keyword import QUESTION_WORDS, STOP_WORDS, question_words, stems
 from embeddings.onnx_model import model_dir
 
 MIN_LETTERS = 5
+MAX_SUSPECTS = 3
 COMMON = 1000
 _WORD = re.compile(r"[A-Za-z]+")
 
@@ -116,7 +118,7 @@ def _cased(typed: str, word: str) -> str:
 def correct(question: str, vocabulary: Vocabulary) -> Spelling:
     """The question with its misspelt words read as the stored articles' (see the module's doc)."""
     wrong = suspects(question, vocabulary)
-    if not wrong:
+    if not wrong or len(wrong) > MAX_SUSPECTS:
         return Spelling(question)
     common = common_words()
     words = question_words(question)

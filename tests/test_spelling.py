@@ -40,6 +40,8 @@ def test_names_and_words_one_edit_off_are_read_right(
         "What did Putan say about the football transfer?",
         # Spelt as the article spells it.
         "Who opposed the ABM amendment?",
+        # Mostly words nobody knows: noise, not typos, though "amendmant" alone would be read.
+        "asdfgh zxcvbn hjklmn amendmant treatie",
     ],
 )
 def test_words_english_knows_and_names_out_of_context_stay_as_typed(
