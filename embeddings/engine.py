@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,7 @@ from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.spelling import Spelling
-from embeddings.store import DB_NAME, Store, write_failed
+from embeddings.store import DB_NAME, Store, StoreError, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,26 @@ class Engine:
     def searcher(self) -> Searcher:
         if self._searcher is None:
             self.refresh()
+            self._catch_up_keyword()
         assert self._searcher is not None
         return self._searcher
+
+    def _catch_up_keyword(self) -> None:
+        """Bring a keyword index that is behind the store (a crash between their commits, or one an
+        older newsbot built with another analyzer) up to date now, rather than answering from the
+        vectors alone until the next ingest: when this process may write the store and no ingest
+        holds it."""
+        searcher = self._searcher
+        if searcher is None or searcher.keyword.generation == searcher.generation:
+            return
+        if not os.access(self.store_path, os.W_OK):
+            return
+        log.info("keyword index of %s is behind the store; catching it up", self.store_path)
+        try:
+            with self._writing(0) as store:
+                Ingestor(store, self.encoder, self.settings).finish()
+        except StoreError as err:  # busy (that ingest catches it up), or not ours to write
+            log.warning("keyword index left for the next ingest: %s", err)
 
     def refresh(self) -> bool:
         """Swap in a snapshot of the store's newest generation; True when it changed."""

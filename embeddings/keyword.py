@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -34,27 +33,50 @@ log = logging.getLogger(__name__)
 FOLDER = "keyword"
 _GENERATION = "generation"
 
-# tantivy's en_stem and this are both the Snowball English stemmer, so terms stemmed here can be
-# looked up in the index.
+# The index's analyzer is tantivy's en_stem (words of letters and digits, at most 40 bytes, lower
+# case, Snowball English stems) with accents folded, so "Hervé", "Herve" and "HERVE" are one term:
+# people type names without the accents the articles give them. Python's side runs the same analyzer
+# without the stemmer, then PyStemmer's Snowball English, so terms stemmed here can be looked up in
+# the index.
+TOKENIZER = "en_fold"
 _STEMMER = Stemmer.Stemmer("english")
+
+
+def _analyzer(*, stem: bool) -> tantivy.TextAnalyzer:
+    builder = (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.ascii_fold())
+    )
+    return (builder.filter(tantivy.Filter.stemmer("english")) if stem else builder).build()
+
+
+_FOLDED = _analyzer(stem=False)
+
 # Words nearly every question has and passages rarely repeat: they say nothing about which passage
 # or sentence answers, and would make a short question look only half covered.
 _WH_WORDS = {"who", "whom", "whose", "what", "when", "where", "which", "why", "how"}
 QUESTION_WORDS = frozenset(_WH_WORDS | {"did", "does", "do", "many", "much"})
 
 
-# Lucene's English stop words. Words are runs of two or more word characters, lower-cased. This is
-# what bm25s.tokenize did here; importing bm25s for it cost a fresh process 45 ms before its first answer.
+# Lucene's English stop words, as bm25s.tokenize used them here (importing bm25s for it cost a fresh
+# process 45 ms before its first answer).
 STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these "  # noqa: SIM905
     "they this to was will with".split()
 )
-_WORDS = re.compile(r"(?u)\b\w\w+\b")
 
 
 def words(text: str) -> list[str]:
-    """The text's words, lower-cased, without stop words, in order."""
-    return [w for w in _WORDS.findall(text.lower()) if w not in STOP_WORDS]
+    """The text's words of two characters or more, as the index reads them (lower case, accents
+    folded) but unstemmed, without stop words, in order."""
+    return [w for w in _FOLDED.analyze(text) if len(w) > 1 and w not in STOP_WORDS]
+
+
+def fold(word: str) -> str:
+    """One word as the index reads it, unstemmed: "Hervé" -> "herve"."""
+    return "".join(_FOLDED.analyze(word))
 
 
 def stems(words: Sequence[str]) -> list[str]:
@@ -72,8 +94,16 @@ def _schema() -> tantivy.Schema:
     builder.add_integer_field("id", stored=False, indexed=True, fast=True)
     # tantivy's English stemmer; the text itself lives in SQLite and is not stored twice. BM25 needs
     # term frequencies but no positions (no phrase queries), which makes indexing cheaper.
-    builder.add_text_field("text", stored=False, tokenizer_name="en_stem", index_option="freq")
+    builder.add_text_field("text", stored=False, tokenizer_name=TOKENIZER, index_option="freq")
     return builder.build()
+
+
+def _index(path: str | None = None) -> tantivy.Index:
+    """The index at ``path`` (in memory when None), with this module's analyzer. Raises ValueError for
+    an index of another schema (an older newsbot's, which stemmed without folding accents)."""
+    index = tantivy.Index(_schema(), path=path, reuse=True)
+    index.register_tokenizer(TOKENIZER, _analyzer(stem=True))
+    return index
 
 
 # tantivy's own files a reader never needs; every other file of the folder is part of the index.
@@ -102,16 +132,21 @@ def _open(root: Path, *, repair: bool = False) -> tantivy.Index | None:
     folder = Path(root) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        return tantivy.Index(_schema(), path=str(folder), reuse=True)
+        return _index(str(folder))
     except ValueError as err:
         if not repair:
-            log.warning("keyword index %s cannot be read (%s); the next ingest rebuilds it", folder, err)
+            log.warning(
+                "keyword index %s cannot be read (%s); answering from the vectors until it is rebuilt "
+                "from the store",
+                folder,
+                err,
+            )
             return None
         # Built by another newsbot (another schema), or damaged.
         log.warning("keyword index %s cannot be used (%s); rebuilding it from the store", folder, err)
     shutil.rmtree(folder)
     folder.mkdir()
-    return tantivy.Index(_schema(), path=str(folder), reuse=True)
+    return _index(str(folder))
 
 
 def _open_reader(root: Path) -> tuple[tantivy.Index | None, tempfile.TemporaryDirectory[str] | None]:
@@ -127,7 +162,7 @@ def _open_reader(root: Path) -> tuple[tantivy.Index | None, tempfile.TemporaryDi
             return None, None
     try:
         view = _readonly_view(folder)
-        return tantivy.Index(_schema(), path=view.name, reuse=True), view
+        return _index(view.name), view
     except (OSError, ValueError) as err:
         log.warning(
             "keyword index %s cannot be read by this user (%s): answering from the vectors alone; "
@@ -170,7 +205,7 @@ class KeywordSearcher:
         self.generation = read_generation(root)
         index, self._view = _open_reader(root)
         if index is None:  # unreadable: answer from the vectors alone until an ingest rebuilds it
-            index, self.generation = tantivy.Index(_schema()), None
+            index, self.generation = _index(), None
         index.reload()
         self._index = index
         self._searcher = index.searcher()

@@ -8,8 +8,9 @@ an English word the articles lack ("const", "runny") stays as typed. Its replace
 (a letter dropped, added, changed, or two swapped) and fits the rest of the question best: the
 passage holding it and the question's other words scores highest. A passage must hold both, which
 keeps a name the articles lack ("Senator Halvard Crenshaw") from becoming one they have
-("Harvard"). Words under five letters are left alone: "Mrch" is one edit from "much" and "March". A question with more than three such words is read as typed:
-it is another language, code or noise rather than typos, and guessing at each word would mislead.
+("Harvard"). Words under five letters are left alone: "Mrch" is one edit from "much" and "March".
+A question with more than three unknown words is read as typed: it is another language, code or
+noise rather than typos, and guessing at each word would mislead.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from functools import cache
 from importlib import resources
 from typing import Protocol
 
-from embeddings.keyword import QUESTION_WORDS, STOP_WORDS, question_words, stems
+from embeddings.keyword import QUESTION_WORDS, STOP_WORDS, fold, question_words, stems
 from embeddings.onnx_model import model_dir
 
 MIN_LETTERS = 5
 MAX_SUSPECTS = 3
 COMMON = 1000
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[^\W\d_]+")  # letters, accented ones too
 
 
 class Vocabulary(Protocol):
@@ -86,7 +87,7 @@ def suspects(question: str, vocabulary: Vocabulary) -> list[str]:
     english = english_words()
     words = [
         w
-        for w in dict.fromkeys(m.group().lower() for m in _WORD.finditer(question))
+        for w in dict.fromkeys(fold(m.group()) for m in _WORD.finditer(question))
         if len(w) >= MIN_LETTERS and w not in english and w not in STOP_WORDS and w not in QUESTION_WORDS
     ]
     if not words:
@@ -131,7 +132,7 @@ def correct(question: str, vocabulary: Vocabulary) -> Spelling:
 
     def swap(match: re.Match[str]) -> str:
         typed = match.group()
-        found = fixes.get(typed.lower())
+        found = fixes.get(fold(typed))
         if found is None:
             return typed
         read = _cased(typed, found)
