@@ -118,7 +118,7 @@ def evaluate_conversations(engine: Engine, conversations: Sequence[Sequence[Turn
 
     def ask(tally: _Tally, question: Question, text: str, conversation: Conversation | None) -> None:
         started = time.perf_counter()
-        text = engine.spell(text, searcher).question
+        text = engine.read_question(text, searcher).question
         resolved = conversation.resolve(text) if conversation is not None else Resolved.alone(text)
         result, hits = respond(searcher, resolved, search, options, top_k=settings.top_k, reader=reader)
         if conversation is not None:

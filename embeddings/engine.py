@@ -27,6 +27,7 @@ from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.spelling import Spelling
 from embeddings.store import DB_NAME, Store, StoreError, write_failed
+from embeddings.wording import plain_question
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ class Engine:
         ``guild``: answer only from what that Discord guild can see; None (the command line): all."""
         question = check_question(question, self.settings.max_question_chars)
         searcher = self.searcher
-        spelled = self.spell(question, searcher)
+        spelled = self.read_question(question, searcher)
         read = spelled.question
         resolved = conversation.resolve(read) if conversation is not None else Resolved.alone(read)
         result, _ = respond(
@@ -243,6 +244,8 @@ class Engine:
             conversation.add(resolved, result)
         return replace(result, question=question, corrections=spelled.corrections)
 
-    def spell(self, question: str, searcher: Searcher) -> Spelling:
-        """The question as the searcher's passages spell it, unless the settings turn that off."""
-        return searcher.spell(question) if self.settings.spelling else Spelling(question)
+    def read_question(self, question: str, searcher: Searcher) -> Spelling:
+        """The question as newsbot reads it: without the chat around it ("hey, can you tell me ...":
+        wording.py), and as the searcher's passages spell it unless the settings turn that off."""
+        plain = plain_question(question)
+        return searcher.spell(plain) if self.settings.spelling else Spelling(plain)

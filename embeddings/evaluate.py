@@ -144,8 +144,8 @@ def evaluate(
     answerable/unanswerable question's confidence, for calibration, keyed by the row's name."""
     options = options or answer_options(engine.settings)
     searcher = engine.searcher
-    # As the bot reads them: misspelt words read as the passages spell them.
-    texts = [engine.spell(q.question, searcher).question for q in questions]
+    # As the bot reads them: without chat around them, misspelt words read as the passages spell them.
+    texts = [engine.read_question(q.question, searcher).question for q in questions]
     queries = engine.encoder.encode(texts)
     golds = [gold_article_ids(engine, q) for q in questions]
     rows = []

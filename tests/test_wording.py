@@ -1,0 +1,60 @@
+"""Questions wrapped in chat ("hey, can you tell me ...") are read as the question they hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from embeddings.engine import Engine
+from embeddings.wording import plain_question
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "hey newsbot, can you tell me who opposed the ABM amendment",
+        "Can you tell me who opposed the ABM amendment?",
+        "do you know who opposed the ABM amendment?",
+        "I was wondering, who opposed the ABM amendment? thanks!",
+    ],
+)
+def test_a_question_wrapped_in_chat_is_answered_like_the_question_itself(
+    sample_engine: Engine, typed: str
+) -> None:
+    assert plain_question(typed) == "Who opposed the ABM amendment?"
+    result = sample_engine.ask(typed)
+    assert result.answered and "China and Russia" in result.text
+    assert result.question == typed  # the reply shows what was asked
+
+
+@pytest.mark.parametrize(
+    ("typed", "read"),
+    [
+        ("who won the cup please", "Who won the cup?"),
+        ("Hi! What did Putin say? Thanks!", "What did Putin say?"),
+        ("quick question: when was it signed", "When was it signed?"),
+        ("any idea why shares fell", "Why shares fell?"),
+        ("hey, do you know by what percentage profits rose", "By what percentage profits rose?"),
+        # A full stop after a capital ends an abbreviation.
+        ("who runs the U.S.", "Who runs the U.S.?"),
+        ("who won.", "Who won?"),
+    ],
+)
+def test_greetings_requests_and_thanks_come_off(typed: str, read: str) -> None:
+    assert plain_question(typed) == read
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Who opposed the ABM amendment?",
+        # No question word follows: what is left would not be the question.
+        "Do you know if the deal was signed?",
+        "Tell me about the ABM treaty",
+        # "and" and "so" mark a follow-up in a conversation.
+        "and when was it signed?",
+        "so who won?",
+        "What about Russia?",
+    ],
+)
+def test_other_text_stays_as_typed(typed: str) -> None:
+    assert plain_question(typed) == typed
