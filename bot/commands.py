@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.markup import plain_text
 from bot.render import answer_embed, embed_as_text, passages_text, question_line
 from bot.sharing import shared_items
 from embeddings import feedback
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 NO_MENTIONS = discord.AllowedMentions.none()
 APOLOGY = "Sorry, something went wrong while answering that. The error is logged; please try again."
-_MENTION = re.compile(r"<@!?\d+>")
 
 
 # What the bot needs in a channel to answer there, by the attribute discord.Permissions gives it.
@@ -204,6 +203,7 @@ class Questions(commands.Cog):
     @app_commands.command(name="ask", description="Ask a question about the shared articles")
     @app_commands.describe(question="What do you want to know?")
     async def ask(self, interaction: discord.Interaction, question: str) -> None:
+        question = plain_text(question)
         retry = self._limited(interaction.user.id)
         if retry:
             await interaction.response.send_message(
@@ -285,7 +285,7 @@ class Questions(commands.Cog):
         in_answer_channel = message.channel.id in settings.answer_channels
         if not (mentioned or in_answer_channel or conversation is not None):
             return
-        question = _MENTION.sub(" ", message.content).strip()
+        question = plain_text(message.content)
         if not (mentioned or in_answer_channel) and not _looks_like_question(question):
             return  # "thanks!" in a thread the bot answered in is chat, not a follow-up
         retry = self._limited(message.author.id)

@@ -66,6 +66,20 @@ async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
     assert server.problems == []
 
 
+async def test_discord_markup_in_a_question_is_read_as_plain_text(
+    server: FakeDiscord, settings: Settings, encoder: Encoder
+) -> None:
+    bot = make_bot(server, settings, encoder)
+    async with server.running(bot):
+        asked = await server.send_message(
+            f"{server.bot_user.mention} **who** opposed the __ABM amendment__? <:thinking:1234567890>"
+        )
+        reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+    assert "China and Russia oppose any amendment" in reply.embeds[0]["description"]
+    assert "who opposed the ABM amendment?" in reply.text and "thinking" not in reply.text
+    assert server.problems == []
+
+
 async def test_slash_ask_is_deferred_then_answered(
     server: FakeDiscord, settings: Settings, encoder: Encoder
 ) -> None:
