@@ -157,6 +157,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
         # it, the features' score, not a probability (docs/quality.md).
         "answer_score": round(answer.confidence, 4),
         "read_as": dict(answer.corrections),
+        # The words of the answer that answer, when the reader marks them surely enough (answer_words).
+        "answer_words": answer.text[slice(*answer.words)] if answer.words else None,
         "citations": [
             {
                 "n": c.n,

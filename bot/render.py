@@ -153,7 +153,7 @@ def corrections_line(answer: Answer) -> str:
 def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
     """The reply as an embed dict within every Discord limit, whatever the article text holds."""
     if answer.answered:
-        description = f"{escape(answer.text)} [1]"
+        description = f"{answer_text(answer)} [1]"
         footer = "Answer quoted from the articles; [n] are the cited passages."
     else:
         description = "The articles do not say. " + ("The closest passages:" if answer.citations else "")
@@ -176,6 +176,25 @@ def answer_embed(answer: Answer, max_citations: int = 3) -> dict[str, Any]:
     while embed["fields"] and embed_length(embed) > EMBED_TOTAL_LIMIT:
         embed["fields"].pop()
     return embed
+
+
+def answer_text(answer: Answer) -> str:
+    """The quote, escaped, with the words that answer in bold when the reader marked them."""
+    if answer.words is None:
+        return escape(answer.text)
+    a, b = answer.words
+    return (
+        f"{_escape_between(answer.text[:a])}**{escape(answer.text[a:b])}**{_escape_between(answer.text[b:])}"
+    )
+
+
+def _escape_between(text: str) -> str:
+    """``escape`` for text beside the bold words, keeping the one space that parted them, if any
+    ("**76**%", "rose **76%** to")."""
+    inner = escape(text)
+    if not inner:
+        return " " if text else ""
+    return (" " if text[0].isspace() else "") + inner + (" " if text[-1].isspace() else "")
 
 
 def question_line(question: str, limit: int = 300) -> str:

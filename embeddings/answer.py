@@ -89,6 +89,9 @@ class AnswerOptions:
     # negative margin quotes one sentence.
     pair_margin: float = 4.0
     quote_chars: int = 300
+    # With the reader, the answer words its span head marks inside the quoted sentence are shown
+    # (bold in Discord) when it gives them at least this probability; above 1, never.
+    answer_words: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,9 @@ class Sentence:
     cosine: float
     reader_logit: float | None = None
     reader_span: float = 0.0  # the reader's best answer span inside the sentence (start + end logit)
+    # That span as offsets into the sentence, and the span head's probability of it.
+    words: tuple[int, int] | None = None
+    words_probability: float = 0.0
 
     @property
     def probability(self) -> float:
@@ -351,8 +357,17 @@ def read_sentences(
     chosen = list(sentences[:count])
     reading = reader.read(question, [candidate(s) for s in chosen])
     return [
-        replace(s, reader_logit=float(logit), reader_span=float(span))
-        for s, logit, span in zip(chosen, reading.scores, reading.span_scores, strict=True)
+        replace(
+            s, reader_logit=float(logit), reader_span=float(span), words=words, words_probability=float(p)
+        )
+        for s, logit, span, words, p in zip(
+            chosen,
+            reading.scores,
+            reading.span_scores,
+            reading.spans,
+            reading.span_probabilities,
+            strict=True,
+        )
     ]
 
 
@@ -461,6 +476,8 @@ def answer(
     for sentence in sentences:
         best_in.setdefault(sentence.hit.chunk.id, sentence)
     order, text, answered, chosen = list(hits), NOT_FOUND, False, ""
+    words: tuple[int, int] | None = None
+    words_probability = 0.0
     if sentences:
         # The passage of the best sentence leads the citations, answered or not: it is the closest.
         start, end = quote_bounds(sentences[0], sentences, options)
@@ -471,6 +488,8 @@ def answer(
         answered = sure
         if answered:
             text = chosen
+            words = answer_words(sentences[0], top.start, options)
+            words_probability = sentences[0].words_probability
     if answered:
         # Only passages with a sentence that answers nearly as well support the answer: by the
         # reader's probability, or by the features' score against the quoted sentence's.
@@ -503,4 +522,22 @@ def answer(
                 passage_id=hit.chunk.id,
             )
         )
-    return Answer(question, answered, text, tuple(citations), confidence, chosen)
+    return Answer(
+        question,
+        answered,
+        text,
+        tuple(citations),
+        confidence,
+        chosen,
+        words=words,
+        words_probability=words_probability,
+    )
+
+
+def answer_words(sentence: Sentence, quote_start: int, options: AnswerOptions) -> tuple[int, int] | None:
+    """Where the reader's answer words lie in the quote (which starts at ``quote_start`` in the
+    passage, at or before ``sentence``), when its span head is sure enough of them."""
+    if sentence.words is None or sentence.words_probability < options.answer_words:
+        return None
+    shift = sentence.start - quote_start
+    return sentence.words[0] + shift, sentence.words[1] + shift

@@ -50,6 +50,7 @@ def answer_options(settings: Settings) -> AnswerOptions:
         reader_threshold=settings.reader_threshold,
         reader_abstain_weight=settings.reader_abstain_weight,
         pair_margin=settings.pair_margin,
+        answer_words=settings.answer_words,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,6 +68,9 @@ class Reading:
     span_scores: np.ndarray  # the best answer span's start + end logit inside each sentence
     spans: tuple[tuple[int, int] | None, ...]  # that span, as character offsets into the sentence
     tokens: int = 0  # word pieces read, padding excluded
+    # How sure the span head is of that span: its start's and end's softmax probabilities over the
+    # sentence's word pieces, multiplied (0 when there is none).
+    span_probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 class Reader:
@@ -116,17 +119,25 @@ class Reader:
         for k, (enc, out) in enumerate(zip(encodings, outputs, strict=True)):
             logits[k, : len(enc.ids)] = out[0]
         span_scores = np.full(n, -np.inf, dtype=np.float32)
+        span_probabilities = np.zeros(n, dtype=np.float32)
         spans: list[tuple[int, int] | None] = []
         for k, (enc, (_, prefix)) in enumerate(zip(encodings, texts, strict=True)):
             tokens = sentence_tokens(enc, prefix, len(candidates[k].sentence))
             if not tokens:
                 spans.append(None)
                 continue
-            score, (i, j) = best_span(logits[k, tokens, 1], logits[k, tokens, 2])
+            start, end = logits[k, tokens, 1], logits[k, tokens, 2]
+            score, (i, j) = best_span(start, end)
             span_scores[k] = score
+            span_probabilities[k] = np.exp(score - logsumexp(start) - logsumexp(end))
             spans.append((enc.offsets[tokens[i]][0] - prefix, enc.offsets[tokens[j]][1] - prefix))
         read = sum(len(e.ids) for e in encodings)
-        return Reading(logits[:, 0, 0].copy(), span_scores, tuple(spans), read)
+        return Reading(logits[:, 0, 0].copy(), span_scores, tuple(spans), read, span_probabilities)
+
+
+def logsumexp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    return top + float(np.log(np.sum(np.exp(x.astype(np.float64) - top))))
 
 
 def sentence_tokens(encoding: Encoding, start: int, length: int) -> list[int]:

@@ -88,3 +88,7 @@ class Answer:
     sentence: str = ""
     # Words of the question read otherwise, (as typed, as read): "Neveda" -> "Nevada" (spelling.py).
     corrections: tuple[tuple[str, str], ...] = ()
+    # Where the words that answer lie in ``text`` ("China and Russia"), when the reader is sure of
+    # them, and its probability of them (AnswerOptions.answer_words).
+    words: tuple[int, int] | None = None
+    words_probability: float = 0.0

@@ -56,6 +56,8 @@ class Settings:
     reader_threshold: float = 0.0
     reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0
+    # show the reader's answer words inside the quote (bold in Discord) at this probability; > 1: never
+    answer_words: float = 0.5
     max_question_chars: int = 1000
     # read a misspelt word as the stored passages spell it ("Neveda" -> "Nevada"; spelling.py)
     spelling: bool = True

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from bot.client import NewsBot, run_bot
-from bot.render import CONTENT_LIMIT, EMBED_TOTAL_LIMIT, FIELD_VALUE_LIMIT, embed_length
+from bot.render import CONTENT_LIMIT, EMBED_TOTAL_LIMIT, FIELD_VALUE_LIMIT, answer_text, embed_length
 from embeddings.encoder import Encoder
 from embeddings.engine import Engine
+from embeddings.records import Answer
 from embeddings.settings import Settings
 from tests.conftest import HEARTBEAT
 from tests.discord_server import CallbackType, FakeDiscord, Record
@@ -64,6 +65,28 @@ async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
     assert "Show passages" in str(reply.components)
     assert no_pings(reply) and "Who opposed" in body
     assert server.problems == []
+
+
+async def test_the_words_that_answer_are_bold_in_the_quote(
+    server: FakeDiscord, settings: Settings, encoder: Encoder
+) -> None:
+    bot = make_bot(server, settings, encoder)
+    async with server.running(bot):
+        asked = await server.send_message(f"{server.bot_user.mention} When was the ABM treaty signed?")
+        reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+    description = reply.embeds[0]["description"]
+    assert "between the US and the Soviet Union in **1972**. [1]" in description
+    assert server.problems == []
+
+
+def test_bold_answer_words_keep_the_text_around_them_as_it_was() -> None:
+    text = "Profits rose 76% to $1.13bn, the *firm* said."
+    assert answer_text(Answer("q", True, text, words=(13, 15))) == (
+        "Profits rose **76**% to $1.13bn, the \\*firm\\* said."
+    )
+    assert answer_text(Answer("q", True, text, words=(13, 16))) == (
+        "Profits rose **76%** to $1.13bn, the \\*firm\\* said."
+    )
 
 
 async def test_discord_markup_in_a_question_is_read_as_plain_text(
@@ -152,7 +175,7 @@ async def test_reindex_is_for_managers_only(
     assert refusal.ephemeral and "Manage Server" in (refusal.content or "")
     assert "Reindexed: 1 added" in (report.content or "")
     assert "**2** articles" in (counts.content or "")  # the sample and the reindexed story
-    assert "two-week strike" in answer.embeds[0]["description"]
+    assert "**two-week** strike" in answer.embeds[0]["description"]
     assert server.problems == []
 
 

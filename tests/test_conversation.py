@@ -94,6 +94,7 @@ def test_newsbot_chat_answers_line_by_line_in_context(
         "message",
         "answer_score",
         "read_as",
+        "answer_words",
         "citations",
     }
     assert "the limit is 1000" in err  # a bad line is reported and the chat goes on

@@ -54,6 +54,8 @@ def test_ask_json_has_the_promised_fields(tmp_path: Path, capsys: pytest.Capture
     assert result["answer"] in first["passage"]
     assert first["passage"][first["answer_start"] : first["answer_end"]] == result["answer"]
     assert result["read_as"] == {}
+    code, out, _ = run_cli(capsys, "--store", store, "ask", "--json", "When was the ABM treaty signed?")
+    assert json.loads(out)["answer_words"] == "1972"  # the reader's answer words, when it is sure
     code, out, _ = run_cli(capsys, "--store", store, "ask", "Who opposed the ABM amendmant?")
     assert code == 0 and out.splitlines()[1] == "   (Read \u201camendmant\u201d as \u201camendment\u201d.)"
 
