@@ -38,7 +38,7 @@ _GENERATION = "generation"
 # people type names without the accents the articles give them. Python's side runs the same analyzer
 # without the stemmer, then PyStemmer's Snowball English, so terms stemmed here can be looked up in
 # the index.
-TOKENIZER = "en_fold"
+_TOKENIZER = "en_fold"
 _STEMMER = Stemmer.Stemmer("english")
 
 
@@ -92,9 +92,9 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_integer_field("id", stored=False, indexed=True, fast=True)
-    # tantivy's English stemmer; the text itself lives in SQLite and is not stored twice. BM25 needs
+    # The analyzer above; the text itself lives in SQLite and is not stored twice. BM25 needs
     # term frequencies but no positions (no phrase queries), which makes indexing cheaper.
-    builder.add_text_field("text", stored=False, tokenizer_name=TOKENIZER, index_option="freq")
+    builder.add_text_field("text", stored=False, tokenizer_name=_TOKENIZER, index_option="freq")
     return builder.build()
 
 
@@ -102,7 +102,7 @@ def _index(path: str | None = None) -> tantivy.Index:
     """The index at ``path`` (in memory when None), with this module's analyzer. Raises ValueError for
     an index of another schema (an older newsbot's, which stemmed without folding accents)."""
     index = tantivy.Index(_schema(), path=path, reuse=True)
-    index.register_tokenizer(TOKENIZER, _analyzer(stem=True))
+    index.register_tokenizer(_TOKENIZER, _analyzer(stem=True))
     return index
 
 
