@@ -58,3 +58,10 @@ def test_greetings_requests_and_thanks_come_off(typed: str, read: str) -> None:
 )
 def test_other_text_stays_as_typed(typed: str) -> None:
     assert plain_question(typed) == typed
+
+
+def test_long_runs_of_greetings_spaces_or_thanks_are_read_in_one_pass() -> None:
+    # Regular expressions that share out such runs every possible way took seconds on these.
+    assert plain_question("hey " * 250) == "hey " * 250
+    assert plain_question("who won" + " " * 900 + "thanks") == "Who won?"
+    assert plain_question("who won" + " ?" * 450) == "Who won?"
