@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from embeddings.keyword import question_terms, tokenize
+from embeddings.keyword import name_key, question_terms, tokenize
 from embeddings.reader import Candidate, Reader, sigmoid
 from embeddings.records import Answer, Citation, Hit
 
@@ -189,7 +189,7 @@ def expected_kind(question: str) -> AnswerKind | None:
 def proper_words(passages: Iterable[str]) -> set[str]:
     """Words the passages capitalise in mid-sentence: names even where they open a sentence."""
     return {
-        _fold(m.group(1)) for text in passages for m in re.finditer(r"(?<=[a-z,;] )([A-Z][\w'’-]+)", text)
+        name_key(m.group(1)) for text in passages for m in re.finditer(r"(?<=[a-z,;] )([A-Z][\w'’-]+)", text)
     }
 
 
@@ -199,12 +199,12 @@ def new_names(sentence: str, question: str, proper: set[str]) -> list[str]:
     A sentence's first word is capitalised anyway: it counts when the next word is capitalised
     too ("William Hill made ...") or the passages use it as a name elsewhere. A nationality on its
     own ("Dutch", "US") names no one."""
-    asked = {_fold(w) for w in _WORD.findall(question)}
+    asked = {name_key(w) for w in _WORD.findall(question)}
     words = list(_WORD.finditer(sentence))
     found = []
     for i, match in enumerate(words):
         word = match.group(0)
-        folded = _fold(word)
+        folded = name_key(word)
         if not word[0].isupper() or folded in _NOT_NAMES:
             continue
         if _OPENING.search(sentence[: match.start()]):
@@ -232,11 +232,6 @@ def offers(kind: AnswerKind, sentence: str, question: str, proper: set[str]) -> 
     pattern = _DATE if kind == "date" else _NUMBER
     asked = question.lower()
     return any(m.group(0).lower() not in asked for m in pattern.finditer(sentence))
-
-
-def _fold(word: str) -> str:
-    word = word.lower().strip(".,'’")
-    return word[:-2] if word.endswith(("'s", "’s")) else word
 
 
 def sentence_features(

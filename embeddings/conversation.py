@@ -24,7 +24,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
 from embeddings.answer import AnswerOptions, answer, reader_sure
-from embeddings.keyword import question_words
+from embeddings.keyword import name_key, question_words
 from embeddings.reader import Reader
 from embeddings.records import Answer, Hit
 from embeddings.retrieval import Searcher, SearchOptions
@@ -70,13 +70,9 @@ def names_in(text: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _fold(word: str) -> str:
-    return word.lower().rstrip(".").removesuffix("'s").removesuffix("’s")
-
-
 def words_in(text: str) -> frozenset[str]:
     """The text's words, lower-cased, without possessive 's: what names are looked up in."""
-    return frozenset(_fold(w) for w in _TOKEN.findall(text))
+    return frozenset(name_key(w) for w in _TOKEN.findall(text))
 
 
 def refers_back(question: str) -> bool:
@@ -128,13 +124,13 @@ def resolve(question: str, history: Sequence[Turn]) -> Resolved:
         return Resolved.alone(question)
     last = history[-1]
     # Two-letter names (US, UK, EU, AI) are everywhere: they mark no new subject.
-    new = [n for n in names_in(question) if len(n) > 2 and _fold(n) not in last.known]
+    new = [n for n in names_in(question) if len(n) > 2 and name_key(n) not in last.known]
     if new:
         return Resolved.alone(question)  # a name the conversation has not met: a new subject
     if not refers_back(question) and len(question_words(question)) >= 6:
         return Resolved.alone(question)  # long enough to stand alone, and pointing at nothing
     asked = words_in(question)
-    carried = [w for w in last.topic if _fold(w) not in asked]
+    carried = [w for w in last.topic if name_key(w) not in asked]
     query = f"{question} {' '.join(carried)}".strip()
     return Resolved(
         question, query, follow_up=True, prefer=last.articles[:2], topic=_topic(question, carried)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -53,6 +54,7 @@ def _analyzer(*, stem: bool) -> tantivy.TextAnalyzer:
 
 
 _FOLDED = _analyzer(stem=False)
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 # Words nearly every question has and passages rarely repeat: they say nothing about which passage
 # or sentence answers, and would make a short question look only half covered.
@@ -77,6 +79,13 @@ def words(text: str) -> list[str]:
 def fold(word: str) -> str:
     """One word as the index reads it, unstemmed: "Hervé" -> "herve"."""
     return "".join(_FOLDED.analyze(word))
+
+
+def name_key(word: str) -> str:
+    """A name as it is compared with the names elsewhere: lower case, accents folded, without the
+    dots and quotes around it or a possessive ("Hervé's" -> "herve")."""
+    word = word.lower().strip(".,'’").removesuffix("'s").removesuffix("’s")
+    return word if word.isascii() else _LETTERS.sub(lambda m: fold(m.group()), word)
 
 
 def stems(words: Sequence[str]) -> list[str]:

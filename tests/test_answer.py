@@ -75,6 +75,11 @@ def test_names_the_question_does_not_already_say() -> None:
     # use it as a name elsewhere.
     assert new_names("Palaniappan Chidambaram spoke.", question, proper) == ["Palaniappan", "Chidambaram"]
     assert new_names("Chidambaram spoke first.", question, proper) == ["Chidambaram"]
+    # A name the question types without its accents is still the question's.
+    assert new_names("The mayor, Hervé Sanchez, met Marc Dupont.", "Who did Herve Sanchez meet?", proper) == [
+        "Marc",
+        "Dupont",
+    ]
 
 
 def test_wording_is_compared_on_stemmed_words_without_stop_words_or_question_words() -> None:
