@@ -26,7 +26,7 @@ from embeddings.reembed import BATCH_PASSAGES, ReembedReport, reembed
 from embeddings.retrieval import Searcher, SearchOptions
 from embeddings.settings import SAMPLES_DIR, Settings
 from embeddings.spelling import Spelling
-from embeddings.store import DB_NAME, Store, StoreError, write_failed
+from embeddings.store import DB_NAME, Store, StoreBusy, StoreError, write_failed
 from embeddings.wording import plain_question
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,10 @@ class Engine:
         try:
             with self._writing(0) as store:
                 Ingestor(store, self.encoder, self.settings).finish()
-        except StoreError as err:  # busy (that ingest catches it up), or not ours to write
+        except StoreBusy:
+            # An ingest is under way (its keyword commit follows its SQLite one), and catches it up.
+            log.debug("keyword index of %s left to the ingest under way", self.store_path)
+        except StoreError as err:
             log.warning("keyword index left for the next ingest: %s", err)
 
     def refresh(self) -> bool:
