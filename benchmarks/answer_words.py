@@ -21,8 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from embeddings.engine import Engine
-from embeddings.evaluate import context_articles, corpus_store, read_questions, sentence_hit
+from embeddings.evaluate import corpus_engine, read_questions, sentence_hit
 from embeddings.settings import load_settings
 
 BARS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -59,15 +58,7 @@ def main() -> int:
     args = parser.parse_args()
     files = [Path(p) for p in args.qa]
     questions = [q for path in files for q in read_questions(path) if q.answerable]
-    settings = load_settings()
-    settings = settings.replace(
-        store=corpus_store([args.corpus] if args.corpus else files, settings), reader=True, answer_words=0.0
-    )
-    engine = Engine(settings)
-    if args.corpus:
-        engine.ingest([args.corpus], wait=600)
-    else:
-        engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
+    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True, answer_words=0.0))
     answered = right = 0
     marked: list[Marked] = []
     for question in questions:

@@ -22,15 +22,7 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-from embeddings.engine import Engine
-from embeddings.evaluate import (
-    Question,
-    context_articles,
-    corpus_store,
-    evaluate,
-    format_table,
-    read_questions,
-)
+from embeddings.evaluate import Question, corpus_engine, evaluate, format_table, read_questions
 from embeddings.keyword import QUESTION_WORDS
 from embeddings.settings import load_settings
 
@@ -87,15 +79,8 @@ def main() -> int:
     files = [Path(p) for p in args.qa]
     written = [q for path in files for q in read_questions(path)]
     typed = [misspelt(q) for q in written]
-    settings = load_settings()
-    settings = settings.replace(
-        store=corpus_store([args.corpus] if args.corpus else files, settings), reader=True
-    )
-    engine = Engine(settings)
-    if args.corpus:
-        engine.ingest([args.corpus], wait=600)
-    else:
-        engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
+    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True))
+    settings = engine.settings
     rows = []
     for name, questions, spelling in (
         ("as written", written, True),

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from embeddings.engine import Engine
-from embeddings.evaluate import context_articles, corpus_store, evaluate, format_table, read_questions
+from embeddings.evaluate import corpus_engine, evaluate, format_table, read_questions
 from embeddings.settings import load_settings
 
 
@@ -43,19 +42,11 @@ def main() -> int:
     args = parser.parse_args()
     files = [Path(p) for p in args.qa]
     written = [q for path in files for q in read_questions(path)]
-    settings = load_settings()
-    settings = settings.replace(
-        store=corpus_store([args.corpus] if args.corpus else files, settings), reader=True
-    )
-    engine = Engine(settings)
-    if args.corpus:
-        engine.ingest([args.corpus], wait=600)
-    else:
-        engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
+    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True))
     rows = []
     for name, way in WAYS.items():
         questions = [replace(q, question=way(q.question)) for q in written]
-        row = evaluate(engine, questions, [settings.fusion], readers=[(True, 0)])[0][0]
+        row = evaluate(engine, questions, [engine.settings.fusion], readers=[(True, 0)])[0][0]
         row.name = name
         rows.append(row)
     print(format_table(rows))

@@ -246,6 +246,17 @@ def corpus_store(corpus: Sequence[str | Path], settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / "newsbot-eval" / key[:16]
 
 
+def corpus_engine(files: Sequence[Path], corpus: str | None, settings: Settings) -> Engine:
+    """An engine over ``corpus`` (a path to ingest), or else over the QA files' own contexts, in its
+    kept store (corpus_store): only what is new is embedded."""
+    engine = Engine(settings.replace(store=corpus_store([corpus] if corpus else files, settings)))
+    if corpus:
+        engine.ingest([corpus], wait=600)
+    else:
+        engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
+    return engine
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings import conversation_eval
 
@@ -257,12 +268,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     files = [p for p in files if p not in conversations]
     questions = [q for path in files for q in read_questions(path)]
     if args.corpus or any(q.context for q in questions):
-        settings = settings.replace(store=corpus_store([args.corpus] if args.corpus else files, settings))
-        engine = Engine(settings)
-        if args.corpus:
-            engine.ingest([args.corpus], wait=600)
-        else:
-            engine.ingest_items([a for path in files for a in context_articles(path)], wait=600)
+        engine = corpus_engine(files, args.corpus, settings)
+        settings = engine.settings
     else:
         engine = Engine(settings)
     if conversations:

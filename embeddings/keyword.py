@@ -54,7 +54,7 @@ def _analyzer(*, stem: bool) -> tantivy.TextAnalyzer:
 
 
 _FOLDED = _analyzer(stem=False)
-_LETTERS = re.compile(r"[^\W\d_]+")
+LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters, accented ones too
 
 # Words nearly every question has and passages rarely repeat: they say nothing about which passage
 # or sentence answers, and would make a short question look only half covered.
@@ -85,7 +85,7 @@ def name_key(word: str) -> str:
     """A name as it is compared with the names elsewhere: lower case, accents folded, without the
     dots and quotes around it or a possessive ("Hervé's" -> "herve")."""
     word = word.lower().strip(".,'’").removesuffix("'s").removesuffix("’s")
-    return word if word.isascii() else _LETTERS.sub(lambda m: fold(m.group()), word)
+    return word if word.isascii() else LETTERS.sub(lambda m: fold(m.group()), word)
 
 
 def stems(words: Sequence[str]) -> list[str]:

@@ -24,13 +24,12 @@ from functools import cache
 from importlib import resources
 from typing import Protocol
 
-from embeddings.keyword import QUESTION_WORDS, STOP_WORDS, fold, question_words, stems
+from embeddings.keyword import LETTERS, QUESTION_WORDS, STOP_WORDS, fold, question_words, stems
 from embeddings.onnx_model import model_dir
 
 MIN_LETTERS = 5
 MAX_SUSPECTS = 3
 COMMON = 1000
-_WORD = re.compile(r"[^\W\d_]+")  # letters, accented ones too
 
 
 class Vocabulary(Protocol):
@@ -87,7 +86,7 @@ def suspects(question: str, vocabulary: Vocabulary) -> list[str]:
     english = english_words()
     words = [
         w
-        for w in dict.fromkeys(fold(m.group()) for m in _WORD.finditer(question))
+        for w in dict.fromkeys(fold(m.group()) for m in LETTERS.finditer(question))
         if len(w) >= MIN_LETTERS and w not in english and w not in STOP_WORDS and w not in QUESTION_WORDS
     ]
     if not words:
@@ -140,5 +139,5 @@ def correct(question: str, vocabulary: Vocabulary) -> Spelling:
             corrections.append((typed, read))
         return read
 
-    read = _WORD.sub(swap, question)
+    read = LETTERS.sub(swap, question)
     return Spelling(read, tuple(corrections))
