@@ -16,6 +16,10 @@ With ``--learned``, it fits a choice learned from the reader's and the features'
 over each question's sentences read, cross-validated over two halves of the paragraphs) and prints
 it beside the shipped rule, for 4, 6 and 8 sentences read.
 
+With ``--stops``, it reads a round at a time and stops once no sentence left could win, at each
+``reader_stop`` (inf reads them all): how often the quote holds the answer, how often it is not the
+quote reading every sentence gives, and how many sentences are read.
+
 With ``--quotes``, as the settings read otherwise, it prints how often the quote holds the answer when
 it takes in the chosen sentence's neighbour that the reader scores within each margin (pair_margin).
 """
@@ -39,15 +43,18 @@ from embeddings.answer import (
     by_reader,
     quote_bounds,
     read_sentences,
+    read_until_sure,
     score_sentences,
     sentence_features,
 )
 from embeddings.engine import Engine, answer_options, search_options
 from embeddings.evaluate import Question, calibrate, context_articles, corpus_store, normalise, read_questions
+from embeddings.reader import Reader
 from embeddings.retrieval import SearchOptions
 from embeddings.settings import load_settings
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+STOPS = (3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
 MARGINS = (-1.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 SPAN_WEIGHTS = (0.0, 0.1, 0.25)
 
@@ -70,6 +77,9 @@ def main() -> int:
         metavar="SWAPPED",
         help="only the abstention table: these unanswerable copies of the stored questions "
         "(training/held_out_questions.py --swapped) join the ones whose paragraph is not stored",
+    )
+    parser.add_argument(
+        "--stops", action="store_true", help="only the table of reading until sure, at each reader_stop"
     )
     parser.add_argument(
         "--learned", action="store_true", help="only the table of a learned choice against the shipped rule"
@@ -123,6 +133,8 @@ def main() -> int:
     queries = engine.encoder.encode([q.question for q in questions])
     if args.learned:
         return learned(engine, questions, queries, options, search)
+    if args.stops:
+        return stops(questions, queries, candidates, options, reader)
     if args.quotes:
         return quotes(questions, queries, options.reader_sentences, candidates, options)
     if args.abstain:
@@ -230,6 +242,62 @@ def quotes(
         print(
             f"| {margin} | {right / total:.3f} | {pairs / total:.3f} | {np.mean(lengths):.0f} "
             f"| {max(lengths)} |"
+        )
+    return 0
+
+
+def stops(
+    questions: list[Question],
+    queries: np.ndarray,
+    candidates: Callable[[str, np.ndarray, int], tuple[list[Sentence], list[Sentence]]],
+    options: AnswerOptions,
+    reader: Reader,
+) -> int:
+    """Read a round at a time (``reader.at_once`` sentences) until sure, at each ``reader_stop``,
+    against reading all ``reader_sentences``: the quote, and what reading costs."""
+
+    def quote(read: list[Sentence]) -> tuple[int, int, int]:
+        ranked = by_reader(read, options)
+        return (ranked[0].hit.chunk.id, *quote_bounds(ranked[0], ranked, options))
+
+    def right(question: Question, place: tuple[int, int, int], read: list[Sentence]) -> bool:
+        text = next(s.hit.chunk.text for s in read if s.hit.chunk.id == place[0])[place[1] : place[2]]
+        return any(normalise(a) in normalise(text) for a in question.answers)
+
+    n = options.reader_sentences
+    holds = dict.fromkeys(STOPS, 0)
+    changed, better, worse, first_round = (dict.fromkeys(STOPS, 0) for _ in range(4))
+    counts: dict[float, list[int]] = {x: [] for x in STOPS}
+    full_holds = total = 0
+    for question, query in zip(questions, queries, strict=True):
+        sentences, everything = candidates(question.question, query, n)
+        total += 1
+        if not everything:
+            continue
+        full = quote(everything)
+        full_right = right(question, full, everything)
+        full_holds += full_right
+        for x in STOPS:
+            read = read_until_sure(question.question, sentences, reader, replace(options, reader_stop=x))
+            place = quote(read)
+            now_right = right(question, place, read)
+            holds[x] += now_right
+            changed[x] += place != full
+            better[x] += now_right and not full_right
+            worse[x] += full_right and not now_right
+            counts[x].append(len(read))
+            first_round[x] += len(read) <= reader.at_once < len(everything)
+    print(f"{total} answerable questions, {reader.at_once} sentences a round, {n} at most")
+    print(
+        "| reader_stop | quote holds the answer | quote not as reading all | better / worse "
+        "| sentences read (mean) | stopped after the first round |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(f"| inf | {full_holds / total:.3f} | 0 | - | {n} | 0 |")
+    for x in STOPS:
+        print(
+            f"| {x} | {holds[x] / total:.3f} | {changed[x]} | {better[x]} / {worse[x]} "
+            f"| {np.mean(counts[x]):.2f} | {first_round[x] / total:.1%} |"
         )
     return 0
 

@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 
-from embeddings.answer import AnswerOptions, answer, reader_sure
+from embeddings.answer import AnswerOptions, answer
 from embeddings.keyword import name_key, question_words
 from embeddings.reader import Reader
 from embeddings.records import Answer, Hit
@@ -161,23 +161,17 @@ def respond(
     # short follow-up alone covers too thinly, and by the reader on the follow-up's own words: the
     # resolved question is a string of carried keywords, unlike any question it was trained on.
     own = searcher.embed_query(resolved.question)
-    choose = replace(options, candidates=options.follow_up_passages)
-    result = answer(resolved.question, own, leading, searcher.idf(resolved.question), choose, reader)
     judged = answer(resolved.query, query, leading, searcher.idf(resolved.query), options)
-    confidence = max(result.confidence, judged.confidence)
-    sure = judged.answered
-    if reader is not None and options.reader_sentences > 0:
-        confidence = result.confidence  # the reader's probability
-        sure = reader_sure(judged.confidence, confidence, options)
-    if result.citations and not result.answered and sure:
-        # Abstaining, the answer bolds nothing: bold the chosen sentence in the first citation now.
-        top = result.citations[0]
-        start = max(top.passage.find(result.sentence), 0)
-        first = replace(top, answer_start=start, answer_end=start + len(result.sentence))
-        result = replace(
-            result, answered=True, text=result.sentence, citations=(first, *result.citations[1:])
-        )
-    result = replace(result, confidence=confidence)
+    choose = replace(options, candidates=options.follow_up_passages)
+    result = answer(
+        resolved.question,
+        own,
+        leading,
+        searcher.idf(resolved.question),
+        choose,
+        reader,
+        judged=judged.confidence,
+    )
     return replace(result, question=resolved.question), hits
 
 

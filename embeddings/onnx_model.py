@@ -165,7 +165,8 @@ class AloneRuns:
 
     def __init__(self, model: Path | bytes, threads: int | None = None) -> None:
         self.session = open_session(model, quantized=True, threads=1)
-        self._pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="onnx-run")
+        self.at_once = threads or default_threads()
+        self._pool = ThreadPoolExecutor(self.at_once, thread_name_prefix="onnx-run")
 
     def run(self, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[np.ndarray]:
         """The model's first output for each feed, in order."""

@@ -95,6 +95,11 @@ class Reader:
         except Exception as err:  # onnxruntime raises its own exception types
             raise ReaderError(f"cannot load the reader model {model}: {err}") from err
 
+    @property
+    def at_once(self) -> int:
+        """How many pairs it reads side by side: reading fewer takes as long."""
+        return int(self._runs.at_once)
+
     def read(self, question: str, candidates: Sequence[Candidate]) -> Reading:
         """Score each candidate sentence as an answer to ``question``, each pair read on its own."""
         if not candidates:

@@ -53,6 +53,7 @@ class Settings:
     # the reader (embeddings/reader.py): choose the sentence and abstain by its probability
     reader: bool = True
     reader_sentences: int = 6
+    reader_stop: float = 4.0
     reader_threshold: float = 0.0
     reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0

@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embeddings.answer import AnswerOptions, Sentence, quote_bounds
+from embeddings.answer import (
+    AnswerOptions,
+    Sentence,
+    by_reader,
+    quote_bounds,
+    read_until_sure,
+    score_sentences,
+)
 from embeddings.articles import make_article
 from embeddings.chunking import sentence_spans
 from embeddings.encoder import Encoder
-from embeddings.engine import Engine
+from embeddings.engine import Engine, search_options
 from embeddings.reader import MODEL_DIR, Candidate, Reader, in_passage
 from embeddings.records import Chunk, Hit
 from embeddings.settings import Settings
@@ -188,6 +195,31 @@ def test_questions_todays_features_get_wrong_and_the_reader_gets_right(
         )
     wrong = [o for o in outcomes if o[1] or not o[2]]
     assert not wrong, wrong
+
+
+def test_the_reader_stops_once_no_sentence_left_could_win(sample_engine: Engine) -> None:
+    reader = Reader(threads=2)  # two pairs a round, as on 2 cores, whatever this machine has
+    options = AnswerOptions()
+    searcher = sample_engine.searcher
+
+    def read(question: str, stop: float) -> list[Sentence]:
+        query = searcher.embed_query(question)
+        hits = searcher.search(question, search_options(sample_engine.settings), query)[:5]
+        sentences = score_sentences(question, query, hits, options)
+        return by_reader(
+            read_until_sure(question, sentences, reader, replace(options, reader_stop=stop)), options
+        )
+
+    question = "What would the amendment do?"
+    sure, everything = read(question, 4.0), read(question, np.inf)
+    assert len(sure) == 2 and len(everything) == options.reader_sentences
+    assert "would require such an amendment" in sure[0].hit.chunk.text[sure[0].start : sure[0].end]
+    assert (sure[0].hit.chunk.id, sure[0].start) == (everything[0].hit.chunk.id, everything[0].start)
+    # Here the features' third sentence could still win (the reader gives the first round's best
+    # only 0.67): it reads on.
+    unsure = read("Who opposed the ABM amendment?", 4.0)
+    assert len(unsure) == options.reader_sentences
+    assert "China and Russia" in unsure[0].hit.chunk.text[unsure[0].start : unsure[0].end]
 
 
 def _sentence(hit: Hit, start: int, end: int, logit: float) -> Sentence:
