@@ -8,8 +8,9 @@ answer for 0.842-0.865 of them instead of 0.878, and up to three times as many w
 (docs/quality.md).
 
 Only wrappings that a question word follows are taken off, so "Do you know if the deal was
-signed?" and "Tell me about the ABM treaty" stay as typed; "and", "so" and "but" stay too, since
-they mark a follow-up (conversation.py).
+signed?" and "Tell me about the ABM treaty" stay as typed. A leading "and", "so", "but" or "plus"
+stays, as it marks a follow-up (conversation.py): "and can you tell me when it was signed" asks
+"And when was it signed?".
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ _REQUEST = (
     r"|quick\s+question)"
 )
 _WRAPPED = re.compile(
-    rf"^\s*{_GREETING}*(?:please{_BREAK})?(?:{_REQUEST}{_BREAK})?(?:please{_BREAK})?{_QUESTION_WORD}",
+    rf"^\s*(?>{_GREETING}*)(?:(?P<lead>and|so|but|plus)\b{_BREAK})?(?>{_GREETING}*)"
+    rf"(?:please{_BREAK})?(?:{_REQUEST}{_BREAK})?(?:please{_BREAK})?{_QUESTION_WORD}",
     re.IGNORECASE,
 )
 _THANKS = ("thank you", "thanks", "please", "cheers", "thx", "pls")
@@ -68,4 +70,6 @@ def plain_question(text: str) -> str:
     if found is None:
         return text
     rest = _without_ending(text[found.end() :])
+    if found["lead"]:
+        return f"{found['lead'].capitalize()} {rest}?"
     return rest[:1].upper() + rest[1:] + "?"

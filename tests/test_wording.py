@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from embeddings.conversation import Conversation
 from embeddings.engine import Engine
 from embeddings.wording import plain_question
 
@@ -37,6 +38,10 @@ def test_a_question_wrapped_in_chat_is_answered_like_the_question_itself(
         # A full stop after a capital ends an abbreviation.
         ("who runs the U.S.", "Who runs the U.S.?"),
         ("who won.", "Who won?"),
+        # "and", "so" and "but" stay in front: they mark a follow-up in a conversation.
+        ("and can you tell me when it was signed", "And when it was signed?"),
+        ("so who won?", "So who won?"),
+        ("hey, but do you know why", "But why?"),
     ],
 )
 def test_greetings_requests_and_thanks_come_off(typed: str, read: str) -> None:
@@ -50,9 +55,6 @@ def test_greetings_requests_and_thanks_come_off(typed: str, read: str) -> None:
         # No question word follows: what is left would not be the question.
         "Do you know if the deal was signed?",
         "Tell me about the ABM treaty",
-        # "and" and "so" mark a follow-up in a conversation.
-        "and when was it signed?",
-        "so who won?",
         "What about Russia?",
     ],
 )
@@ -60,8 +62,22 @@ def test_other_text_stays_as_typed(typed: str) -> None:
     assert plain_question(typed) == typed
 
 
+def test_a_wrapped_follow_up_keeps_its_and_and_is_read_in_its_conversation(
+    sample_engine: Engine,
+) -> None:
+    talk = Conversation()
+    first = sample_engine.ask("Who opposed the ABM amendment?", conversation=talk)
+    assert first.answered and "China and Russia" in first.text
+    # Read as typed, "do you know" led to a sentence about President Clinton's decision, quoted
+    # before the one that answers.
+    follow_up = sample_engine.ask("and do you know who signed it", conversation=talk)
+    assert follow_up.answered and "the US and the Soviet Union" in follow_up.text
+    assert "Clinton" not in follow_up.text
+
+
 def test_long_runs_of_greetings_spaces_or_thanks_are_read_in_one_pass() -> None:
     # Regular expressions that share out such runs every possible way took seconds on these.
     assert plain_question("hey " * 250) == "hey " * 250
+    assert plain_question("hey " * 120 + "and " + "hey " * 120) == "hey " * 120 + "and " + "hey " * 120
     assert plain_question("who won" + " " * 900 + "thanks") == "Who won?"
     assert plain_question("who won" + " ?" * 450) == "Who won?"
