@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -199,13 +200,19 @@ def proper_words(passages: Iterable[str]) -> set[str]:
     }
 
 
+@lru_cache(maxsize=64)
+def _named_in(question: str) -> frozenset[str]:
+    """The question's words as names compare (asked of each candidate sentence in turn)."""
+    return frozenset(name_key(w) for w in _WORD.findall(question))
+
+
 def new_names(sentence: str, question: str, proper: set[str]) -> list[str]:
     """Capitalised words of the sentence that the question does not already name.
 
     A sentence's first word is capitalised anyway: it counts when the next word is capitalised
     too ("William Hill made ...") or the passages use it as a name elsewhere. A nationality on its
     own ("Dutch", "US") names no one."""
-    asked = {name_key(w) for w in _WORD.findall(question)}
+    asked = _named_in(question)
     words = list(_WORD.finditer(sentence))
     found = []
     for i, match in enumerate(words):
