@@ -9,8 +9,8 @@ answer for 0.842-0.865 of them instead of 0.878, and up to three times as many w
 
 Only wrappings that a question word follows are taken off, so "Do you know if the deal was
 signed?" and "Tell me about the ABM treaty" stay as typed. A leading "and", "so", "but" or "plus"
-stays, as it marks a follow-up (conversation.py): "and can you tell me when it was signed" asks
-"And when was it signed?".
+stays, as it marks a follow-up (conversation.py): "and can you tell me who signed it" asks "And
+who signed it?".
 """
 
 from __future__ import annotations
