@@ -14,14 +14,12 @@ Choose the bar on held-out data (training/held_out_questions.py), not on the set
 
 from __future__ import annotations
 
-import argparse
 import re
 import string
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
-from embeddings.evaluate import corpus_engine, read_questions, sentence_hit
+from embeddings.evaluate import qa_command_line, read_questions, sentence_hit
 from embeddings.settings import load_settings
 
 BARS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -50,15 +48,8 @@ class Marked:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("qa", nargs="+", help="QA.jsonl files, as `newsbot eval` reads them")
-    parser.add_argument("--corpus", help="index this corpus (else the files' contexts)")
-    args = parser.parse_args()
-    files = [Path(p) for p in args.qa]
+    files, engine = qa_command_line(__doc__, load_settings().replace(reader=True, answer_words=0.0))
     questions = [q for path in files for q in read_questions(path) if q.answerable]
-    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True, answer_words=0.0))
     answered = right = 0
     marked: list[Marked] = []
     for question in questions:

@@ -15,14 +15,12 @@ many misspelt questions were read back exactly as written.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import zlib
 from dataclasses import replace
-from pathlib import Path
 
-from embeddings.evaluate import Question, corpus_engine, evaluate, format_table, read_questions
+from embeddings.evaluate import Question, evaluate, format_table, qa_command_line, read_questions
 from embeddings.keyword import QUESTION_WORDS
 from embeddings.settings import load_settings
 
@@ -70,16 +68,9 @@ def misspelt(question: Question) -> Question:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("qa", nargs="+", help="QA.jsonl files, as `newsbot eval` reads them")
-    parser.add_argument("--corpus", help="index this corpus (else the files' contexts)")
-    args = parser.parse_args()
-    files = [Path(p) for p in args.qa]
+    files, engine = qa_command_line(__doc__, load_settings().replace(reader=True))
     written = [q for path in files for q in read_questions(path)]
     typed = [misspelt(q) for q in written]
-    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True))
     settings = engine.settings
     rows = []
     for name, questions, spelling in (

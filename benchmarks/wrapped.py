@@ -14,7 +14,6 @@ anything else reads the question; docs/quality.md has the figures from before it
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,7 +22,7 @@ from pathlib import Path
 from embeddings import conversation_eval
 from embeddings.conversation_eval import Turn, evaluate_conversations, read_conversations
 from embeddings.engine import Engine
-from embeddings.evaluate import corpus_engine, evaluate, format_table, read_questions
+from embeddings.evaluate import evaluate, format_table, qa_command_line, read_questions
 from embeddings.settings import load_settings
 
 
@@ -77,14 +76,7 @@ def conversations(engine: Engine, files: list[Path]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("qa", nargs="+", help="QA.jsonl files, as `newsbot eval` reads them")
-    parser.add_argument("--corpus", help="index this corpus (else the files' contexts)")
-    args = parser.parse_args()
-    files = [Path(p) for p in args.qa]
-    engine = corpus_engine(files, args.corpus, load_settings().replace(reader=True))
+    files, engine = qa_command_line(__doc__, load_settings().replace(reader=True))
     talks = [p for p in files if conversation_eval.is_conversation_file(p)]
     if talks:
         conversations(engine, talks)

@@ -257,6 +257,19 @@ def corpus_engine(files: Sequence[Path], corpus: str | None, settings: Settings)
     return engine
 
 
+def qa_command_line(description: str, settings: Settings) -> tuple[list[Path], Engine]:
+    """What a QA benchmark's command line names (``QA.jsonl ... [--corpus PATH]``, the files as
+    `newsbot eval` reads them), and the engine over that corpus (corpus_engine)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("qa", nargs="+", help="QA.jsonl files, as `newsbot eval` reads them")
+    parser.add_argument("--corpus", help="index this corpus (else the files' contexts)")
+    args = parser.parse_args()
+    files = [Path(p) for p in args.qa]
+    return files, corpus_engine(files, args.corpus, settings)
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from embeddings import conversation_eval
 

@@ -26,6 +26,14 @@ def make_bot(server: FakeDiscord, settings: Settings, encoder: Encoder, **change
     return NewsBot(Engine(settings, encoder), guild_ready_timeout=0.05)
 
 
+async def ask_by_mention(server: FakeDiscord, settings: Settings, encoder: Encoder, question: str) -> Record:
+    """The reply a fresh bot gives to ``question`` asked by mentioning it."""
+    bot = make_bot(server, settings, encoder)
+    async with server.running(bot):
+        asked = await server.send_message(f"{server.bot_user.mention} {question}")
+        return await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+
+
 def no_pings(record: Record) -> bool:
     assert record.allowed_mentions == {"parse": []} or record.allowed_mentions == {
         "parse": [],
@@ -52,10 +60,7 @@ def within_limits(record: Record) -> bool:
 async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
     server: FakeDiscord, settings: Settings, encoder: Encoder
 ) -> None:
-    bot = make_bot(server, settings, encoder)
-    async with server.running(bot):
-        asked = await server.send_message(f"{server.bot_user.mention} Who opposed the ABM amendment?")
-        reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+    reply = await ask_by_mention(server, settings, encoder, "Who opposed the ABM amendment?")
     body = reply.text
     assert "China and Russia oppose any amendment" in reply.embeds[0]["description"]
     field = reply.embeds[0]["fields"][0]
@@ -70,10 +75,7 @@ async def test_a_mention_gets_a_reply_citing_the_seed_paragraph(
 async def test_the_words_that_answer_are_bold_in_the_quote(
     server: FakeDiscord, settings: Settings, encoder: Encoder
 ) -> None:
-    bot = make_bot(server, settings, encoder)
-    async with server.running(bot):
-        asked = await server.send_message(f"{server.bot_user.mention} When was the ABM treaty signed?")
-        reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+    reply = await ask_by_mention(server, settings, encoder, "When was the ABM treaty signed?")
     description = reply.embeds[0]["description"]
     assert "between the US and the Soviet Union in **1972**. [1]" in description
     assert server.problems == []
@@ -92,12 +94,9 @@ def test_bold_answer_words_keep_the_text_around_them_as_it_was() -> None:
 async def test_discord_markup_in_a_question_is_read_as_plain_text(
     server: FakeDiscord, settings: Settings, encoder: Encoder
 ) -> None:
-    bot = make_bot(server, settings, encoder)
-    async with server.running(bot):
-        asked = await server.send_message(
-            f"{server.bot_user.mention} **who** opposed the __ABM amendment__? <:thinking:1234567890>"
-        )
-        reply = await server.wait_for_message(lambda r: r.reply_to == asked, timeout=30)
+    reply = await ask_by_mention(
+        server, settings, encoder, "**who** opposed the __ABM amendment__? <:thinking:1234567890>"
+    )
     assert "China and Russia oppose any amendment" in reply.embeds[0]["description"]
     assert "who opposed the ABM amendment?" in reply.text and "thinking" not in reply.text
     assert server.problems == []
