@@ -1,11 +1,13 @@
 """`ask` latency on the BBC store with the reader on and off, and how much the reader reads.
 
     .venv/bin/python benchmarks/reader_latency.py [--shared ../shared] [--sentences 0 6] [--stop 4 inf]
+        [--hopeless 6 2] [--repeat 2]
 
 Uses the store `newsbot eval ... --corpus ../shared/data/bbc_news/bbc_news.jsonl` builds (built here
 first if missing), and asks every BBC dev and off-topic question once to warm up, then times each.
-Prints p50/p99 per setting (sentences to read, and ``reader_stop``: inf reads them all), the sentences
-and word pieces the reader reads per question, and the targets.
+Prints p50/p99 per setting (sentences to read; ``reader_stop``: inf reads them all;
+``hopeless_sentences``: how many it reads when even a sure reader would refuse), the sentences and
+word pieces the reader reads per question, and the targets.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def main() -> int:
         default=[4.0, float("inf")],
         help="reader_stop values (inf: read every sentence)",
     )
+    parser.add_argument(
+        "--hopeless",
+        type=int,
+        nargs="*",
+        help="hopeless_sentences values: read this many when even a sure reader would refuse "
+        "(default: the settings')",
+    )
     args = parser.parse_args()
     corpus = Path(args.shared) / "data" / "bbc_news" / "bbc_news.jsonl"
     if not corpus.exists():
@@ -73,28 +82,35 @@ def main() -> int:
 
     print(
         "| reader sentences | stops when sure (reader_stop) | questions | ask p50 ms | ask p99 ms "
-        "| sentences read (mean) | word pieces (mean) |"
+        "| when hopeless | sentences read (mean) | word pieces (mean) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for n in args.sentences:
-        for stop in args.stop if n else [float("inf")]:
-            engine.settings = settings.replace(reader=n > 0, reader_sentences=n, reader_stop=stop)
-            for q in questions[:20]:
+    print("|---|---|---|---|---|---|---|---|")
+    runs = [
+        (n, stop, hopeless)
+        for n in args.sentences
+        for stop in (args.stop if n else [float("inf")])
+        for hopeless in (args.hopeless or [settings.hopeless_sentences] if n else [0])
+    ]
+    for n, stop, hopeless in runs:
+        engine.settings = settings.replace(
+            reader=n > 0, reader_sentences=n, reader_stop=stop, hopeless_sentences=hopeless
+        )
+        for q in questions[:20]:
+            engine.ask(q)
+        latencies, counts, tokens = [], [], []
+        for _ in range(args.repeat):
+            for q in questions:
+                read_now[:] = [0, 0]
+                started = time.perf_counter()
                 engine.ask(q)
-            latencies, counts, tokens = [], [], []
-            for _ in range(args.repeat):
-                for q in questions:
-                    read_now[:] = [0, 0]
-                    started = time.perf_counter()
-                    engine.ask(q)
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    counts.append(read_now[0])
-                    tokens.append(read_now[1])
-            print(
-                f"| {n or 'off'} | {stop if n else '-'} | {len(questions)} "
-                f"| {np.percentile(latencies, 50):.1f} | {np.percentile(latencies, 99):.1f} "
-                f"| {np.mean(counts):.1f} | {np.mean(tokens):.0f} |"
-            )
+                latencies.append((time.perf_counter() - started) * 1000)
+                counts.append(read_now[0])
+                tokens.append(read_now[1])
+        print(
+            f"| {n or 'off'} | {stop if n else '-'} | {len(questions)} "
+            f"| {np.percentile(latencies, 50):.1f} | {np.percentile(latencies, 99):.1f} "
+            f"| {min(hopeless, n) if n else '-'} | {np.mean(counts):.1f} | {np.mean(tokens):.0f} |"
+        )
     print("targets: ask p50 <= 40 ms, p99 <= 100 ms with the reader on (2 cores)")
     return 0
 

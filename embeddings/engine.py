@@ -48,6 +48,7 @@ def answer_options(settings: Settings) -> AnswerOptions:
         threshold=settings.abstain_threshold,
         reader_sentences=settings.reader_sentences,
         reader_stop=settings.reader_stop,
+        hopeless_sentences=settings.hopeless_sentences,
         reader_threshold=settings.reader_threshold,
         reader_abstain_weight=settings.reader_abstain_weight,
         pair_margin=settings.pair_margin,

@@ -54,6 +54,7 @@ class Settings:
     reader: bool = True
     reader_sentences: int = 6
     reader_stop: float = 4.0
+    hopeless_sentences: int = 2
     reader_threshold: float = 0.0
     reader_abstain_weight: float = 0.3
     pair_margin: float = 4.0

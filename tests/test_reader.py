@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from embeddings.answer import (
     AnswerOptions,
     Sentence,
+    answer,
     by_reader,
     quote_bounds,
     read_until_sure,
@@ -22,8 +24,8 @@ from embeddings.articles import make_article
 from embeddings.chunking import sentence_spans
 from embeddings.encoder import Encoder
 from embeddings.engine import Engine, search_options
-from embeddings.reader import MODEL_DIR, Candidate, Reader, in_passage
-from embeddings.records import Chunk, Hit
+from embeddings.reader import MODEL_DIR, Candidate, Reader, Reading, in_passage
+from embeddings.records import Answer, Chunk, Hit
 from embeddings.settings import Settings
 
 
@@ -220,6 +222,41 @@ def test_the_reader_stops_once_no_sentence_left_could_win(sample_engine: Engine)
     unsure = read("Who opposed the ABM amendment?", 4.0)
     assert len(unsure) == options.reader_sentences
     assert "China and Russia" in unsure[0].hit.chunk.text[unsure[0].start : unsure[0].end]
+
+
+class CountingReader(Reader):
+    """The shipped reader, counting the sentences it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=2)  # two pairs a round, as on 2 cores, whatever this machine has
+        self.sentences = 0
+
+    def read(self, question: str, candidates: Sequence[Candidate]) -> Reading:
+        self.sentences += len(candidates)
+        return super().read(question, candidates)
+
+
+def test_a_question_no_reader_could_answer_is_read_one_round(sample_engine: Engine) -> None:
+    searcher = sample_engine.searcher
+    reader = CountingReader()
+
+    def ask(question: str, hopeless: int) -> tuple[Answer, int]:
+        query = searcher.embed_query(question)
+        hits = searcher.search(question, search_options(sample_engine.settings), query)[:5]
+        options = AnswerOptions(hopeless_sentences=hopeless)
+        reader.sentences = 0
+        return answer(question, query, hits, searcher.idf(question), options, reader), reader.sentences
+
+    # The features are far from sure the missile article answers this: even a reader sure of
+    # a sentence would leave it refused, so one round of reading orders the closest passages.
+    question = "What is a good recipe for banana bread?"
+    (one_round, read), (every, read_all) = ask(question, 2), ask(question, 6)
+    assert (read, read_all) == (2, 6)
+    assert not one_round.answered and not every.answered
+    assert one_round.text == every.text and 0.0 <= one_round.confidence <= 1.0
+    # A question the articles may answer reads on as before.
+    abm, read = ask("Who opposed the ABM amendment?", 2)
+    assert abm.answered and read == 6 and "China and Russia" in abm.text
 
 
 def _sentence(hit: Hit, start: int, end: int, logit: float) -> Sentence:
