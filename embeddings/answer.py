@@ -501,6 +501,7 @@ def answer(
     sure = confidence >= options.threshold
     use_reader = reader is not None and options.reader_sentences > 0 and bool(sentences)
     if use_reader and not reader_sure(confidence, 1.0, options):
+        # Refused whatever the reader says: it reads only enough to order the closest passages.
         options = replace(options, reader_sentences=min(options.reader_sentences, options.hopeless_sentences))
         use_reader = options.reader_sentences > 0
     if use_reader:
