@@ -24,6 +24,7 @@ from embeddings.conversation_eval import Turn, evaluate_conversations, read_conv
 from embeddings.engine import Engine
 from embeddings.evaluate import evaluate, format_table, qa_command_line, read_questions
 from embeddings.settings import load_settings
+from embeddings.wording import FOLLOW_UP_LEADS
 
 
 def _lowered(question: str) -> str:
@@ -39,7 +40,7 @@ WAYS: dict[str, Callable[[str], str]] = {
 }
 
 # A follow-up's leading conjunction, which people put before the wrapping.
-_LEAD = re.compile(r"^(?:and|so|but|plus)\s+", re.IGNORECASE)
+_LEAD = re.compile(rf"^(?:{FOLLOW_UP_LEADS})\s+", re.IGNORECASE)
 
 
 def _turn(way: Callable[[str], str]) -> Callable[[str], str]:

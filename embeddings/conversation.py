@@ -28,6 +28,7 @@ from embeddings.keyword import name_key, question_words
 from embeddings.reader import Reader
 from embeddings.records import Answer, Hit
 from embeddings.retrieval import Searcher, SearchOptions
+from embeddings.wording import FOLLOW_UP_LEADS
 
 # Words that point back at something said before.
 _REFERS = re.compile(
@@ -42,7 +43,7 @@ _REFERS = re.compile(
     r"researcher|organisation|body|union|league|race|season|author|bloc|meeting|cheese|idea|condition|"
     r"contract|decision|mergers|row|poll|plans|rules|law|squad|coach|accounts|account|office|"
     r"agency|scandal|stake|offer|bid|launch|release|visit|speech|book|campaign|study|survey)('s|’s|')?)\b"
-    r"|^(and|so|but|what about|how about|plus)\b",
+    rf"|^({FOLLOW_UP_LEADS}|what about|how about)\b",
     re.IGNORECASE,
 )
 # A word that opens a question is capitalised anyway; these never name anything.

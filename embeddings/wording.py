@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+# The conjunctions a follow-up opens with ("and who signed it?"): conversation.py reads them as one.
+FOLLOW_UP_LEADS = r"and|so|but|plus"
 # A question word, or one after a preposition ("by what percentage", "in which year").
 _QUESTION_WORD = (
     r"(?=(?:(?:by|in|on|at|for|from|to|of|with|since|during|after|before|until|under|over)\s+)?"
@@ -39,7 +41,7 @@ _REQUEST = (
     r"|quick\s+question)"
 )
 _WRAPPED = re.compile(
-    rf"^\s*(?>{_GREETING}*)(?:(?P<lead>and|so|but|plus)\b{_BREAK})?(?>{_GREETING}*)"
+    rf"^\s*(?>{_GREETING}*)(?:(?P<lead>{FOLLOW_UP_LEADS})\b{_BREAK})?(?>{_GREETING}*)"
     rf"(?:please{_BREAK})?(?:{_REQUEST}{_BREAK})?(?:please{_BREAK})?{_QUESTION_WORD}",
     re.IGNORECASE,
 )
