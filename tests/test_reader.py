@@ -199,14 +199,30 @@ def test_questions_todays_features_get_wrong_and_the_reader_gets_right(
     assert not wrong, wrong
 
 
+class CountingReader(Reader):
+    """The shipped reader, counting the sentences it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=2)  # two pairs a round, as on 2 cores, whatever this machine has
+        self.sentences = 0
+
+    def read(self, question: str, candidates: Sequence[Candidate]) -> Reading:
+        self.sentences += len(candidates)
+        return super().read(question, candidates)
+
+
+def _leading(engine: Engine, question: str) -> tuple[np.ndarray, list[Hit]]:
+    """The question's vector and its 5 leading passages, as the engine searches."""
+    query = engine.searcher.embed_query(question)
+    return query, engine.searcher.search(question, search_options(engine.settings), query)[:5]
+
+
 def test_the_reader_stops_once_no_sentence_left_could_win(sample_engine: Engine) -> None:
-    reader = Reader(threads=2)  # two pairs a round, as on 2 cores, whatever this machine has
+    reader = CountingReader()
     options = AnswerOptions()
-    searcher = sample_engine.searcher
 
     def read(question: str, stop: float) -> list[Sentence]:
-        query = searcher.embed_query(question)
-        hits = searcher.search(question, search_options(sample_engine.settings), query)[:5]
+        query, hits = _leading(sample_engine, question)
         sentences = score_sentences(question, query, hits, options)
         return by_reader(
             read_until_sure(question, sentences, reader, replace(options, reader_stop=stop)), options
@@ -224,28 +240,15 @@ def test_the_reader_stops_once_no_sentence_left_could_win(sample_engine: Engine)
     assert "China and Russia" in unsure[0].hit.chunk.text[unsure[0].start : unsure[0].end]
 
 
-class CountingReader(Reader):
-    """The shipped reader, counting the sentences it is given."""
-
-    def __init__(self) -> None:
-        super().__init__(threads=2)  # two pairs a round, as on 2 cores, whatever this machine has
-        self.sentences = 0
-
-    def read(self, question: str, candidates: Sequence[Candidate]) -> Reading:
-        self.sentences += len(candidates)
-        return super().read(question, candidates)
-
-
 def test_a_question_no_reader_could_answer_is_read_one_round(sample_engine: Engine) -> None:
-    searcher = sample_engine.searcher
     reader = CountingReader()
 
     def ask(question: str, hopeless: int) -> tuple[Answer, int]:
-        query = searcher.embed_query(question)
-        hits = searcher.search(question, search_options(sample_engine.settings), query)[:5]
+        query, hits = _leading(sample_engine, question)
         options = AnswerOptions(hopeless_sentences=hopeless)
         reader.sentences = 0
-        return answer(question, query, hits, searcher.idf(question), options, reader), reader.sentences
+        idf = sample_engine.searcher.idf(question)
+        return answer(question, query, hits, idf, options, reader), reader.sentences
 
     # The features are far from sure the missile article answers this: even a reader sure of
     # a sentence would leave it refused, so one round of reading orders the closest passages.
