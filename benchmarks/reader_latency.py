@@ -89,7 +89,7 @@ def main() -> int:
         (n, stop, hopeless)
         for n in args.sentences
         for stop in (args.stop if n else [float("inf")])
-        for hopeless in (args.hopeless or [settings.hopeless_sentences] if n else [0])
+        for hopeless in ((args.hopeless or [settings.hopeless_sentences]) if n else [0])
     ]
     for n, stop, hopeless in runs:
         engine.settings = settings.replace(
